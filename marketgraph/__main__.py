@@ -1,0 +1,5 @@
+"""`python -m marketgraph`: the same as the `marketgraph` command."""
+
+from marketgraph.cli import main
+
+main()

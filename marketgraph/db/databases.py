@@ -1,0 +1,133 @@
+"""Databases: one AsyncEngine per distinct URL, and Store handles that apply each store's schema."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from marketgraph.db.embedded import EmbeddedPostgres, ensure_databases
+from marketgraph.db.topology import StoreKey, Topology
+from marketgraph.settings import ROLES, PoolSettings, Role, Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """One (market, role) store: an engine shared with its database's other stores, plus a schema.
+
+    Connections and sessions exist only inside `async with`, so nothing
+    outlives its block and a request has nothing to close.
+    """
+
+    key: StoreKey
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+
+    @property
+    def schema(self) -> str:
+        return self.key.schema
+
+    @property
+    def execution_options(self) -> dict[str, Any]:
+        return {"schema_translate_map": {None: self.key.schema}}
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads, in autocommit-free mode; rolled back when the block ends."""
+        async with self.engine.connect() as conn:
+            yield await conn.execution_options(**self.execution_options)
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction: committed when the block ends, rolled back on error."""
+        async with self.sessionmaker() as session, session.begin():
+            yield session
+
+
+class Databases:
+    """Owns every engine; nothing else in the code creates one.
+
+    Stores whose URLs are equal share one engine, hence one pool: with a single
+    `DATABASE_URL` the four stores are four schemas behind one pool.
+    """
+
+    def __init__(self, topology: Topology, settings: Settings) -> None:
+        self.topology = topology
+        self.settings = settings
+        roles_by_url: dict[URL, set[Role]] = {}
+        for location in topology:
+            roles_by_url.setdefault(location.url, set()).add(location.key.role)
+        self._engines: dict[URL, AsyncEngine] = {}
+        for url, roles in roles_by_url.items():
+            # An engine serving one role takes that role's overrides; a shared one the base values.
+            role = next(iter(roles)) if len(roles) == 1 else None
+            self._engines[url] = _create_engine(url, settings.pool(role), settings.health_timeout)
+        self._stores: dict[StoreKey, Store] = {}
+        for location in topology:
+            engine = self._engines[location.url]
+            options = {"schema_translate_map": {None: location.schema}}
+            maker = async_sessionmaker(engine.execution_options(**options), expire_on_commit=False)
+            self._stores[location.key] = Store(location.key, engine, maker)
+
+    def store(self, market: str, role: Role) -> Store:
+        return self._stores[StoreKey(market, role)]
+
+    @property
+    def stores(self) -> list[Store]:
+        return list(self._stores.values())
+
+    @property
+    def engines(self) -> list[AsyncEngine]:
+        return list(self._engines.values())
+
+    async def dispose(self) -> None:
+        for engine in self._engines.values():
+            await engine.dispose()
+
+
+def _create_engine(url: URL, pool: PoolSettings, connect_timeout: float) -> AsyncEngine:
+    connect_args: dict[str, Any] = {"timeout": connect_timeout}
+    if pool.statement_cache_size is not None:
+        connect_args["statement_cache_size"] = pool.statement_cache_size
+        # SQLAlchemy keeps its own prepared-statement cache in front of asyncpg's.
+        url = url.update_query_dict(
+            {"prepared_statement_cache_size": str(pool.statement_cache_size)}
+        )
+    return create_async_engine(
+        url,
+        pool_size=pool.size,
+        max_overflow=pool.max_overflow,
+        pool_timeout=pool.timeout,
+        pool_recycle=pool.recycle,
+        pool_pre_ping=True,
+        echo=pool.echo,
+        connect_args=connect_args,
+    )
+
+
+async def prepare_topology(settings: Settings) -> Topology:
+    """Every store's location; the embedded server is started (with its databases) only when
+    no database variable is set."""
+    if not settings.is_embedded:
+        return Topology.resolve(settings.markets.codes, settings.database_urls)
+    embedded = EmbeddedPostgres(settings.data_dir)
+    server_url = await asyncio.to_thread(embedded.start)
+    keys = [StoreKey(m, r) for m in settings.markets.codes for r in ROLES]
+    await ensure_databases(server_url, [key.schema for key in keys])
+    return Topology.resolve(settings.markets.codes, {}, embedded.url_for)
+
+
+async def open_databases(settings: Settings) -> Databases:
+    """The engines of every store (starting the embedded server when that is the configuration)."""
+    return Databases(await prepare_topology(settings), settings)

@@ -1,0 +1,169 @@
+"""The key-value store: one small interface, a Redis and an in-process implementation.
+
+It holds short-lived shared state: login codes, rate-limit counters, revoked
+token ids, persisted documents. Values are strings; every key may expire.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+
+class KeyValueStore(Protocol):
+    """What the server needs of a key-value store; both implementations pass one test suite."""
+
+    backend: str
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def set(
+        self, key: str, value: str, ttl: float | None = None, *, only_if_absent: bool = False
+    ) -> bool:
+        """Store `value`; with `only_if_absent`, only when no live value exists. True if stored."""
+
+    async def incr(self, key: str, ttl: float) -> int:
+        """Add one and return the count; the first increment starts a `ttl`-second window."""
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds until `key` expires; None when it is missing or never expires."""
+
+    async def delete(self, key: str) -> None: ...
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every key starting with `prefix`; return how many."""
+
+    async def ping(self) -> None:
+        """Raise when the store cannot be reached."""
+
+    async def close(self) -> None: ...
+
+
+class MemoryStore:
+    """In-process store: for the embedded default and tests; one worker only."""
+
+    backend = "memory"
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[str, float]] = {}
+
+    def _live(self, key: str) -> tuple[str, float] | None:
+        entry = self._data.get(key)
+        if entry is not None and entry[1] <= time.monotonic():
+            del self._data[key]
+            return None
+        return entry
+
+    async def get(self, key: str) -> str | None:
+        entry = self._live(key)
+        return entry[0] if entry else None
+
+    async def set(
+        self, key: str, value: str, ttl: float | None = None, *, only_if_absent: bool = False
+    ) -> bool:
+        if only_if_absent and self._live(key) is not None:
+            return False
+        expires = time.monotonic() + ttl if ttl is not None else math.inf
+        self._data[key] = (value, expires)
+        return True
+
+    async def incr(self, key: str, ttl: float) -> int:
+        entry = self._live(key)
+        if entry is None:
+            self._data[key] = ("1", time.monotonic() + ttl)
+            return 1
+        count = int(entry[0]) + 1
+        self._data[key] = (str(count), entry[1])
+        return count
+
+    async def ttl(self, key: str) -> float | None:
+        entry = self._live(key)
+        if entry is None or entry[1] == math.inf:
+            return None
+        return max(entry[1] - time.monotonic(), 0.0)
+
+    async def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        doomed = [key for key in self._data if key.startswith(prefix)]
+        for key in doomed:
+            del self._data[key]
+        return len(doomed)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._data.clear()
+
+
+class RedisStore:
+    """Redis (redis-py asyncio): shared by every worker and host; keys carry a prefix."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, prefix: str = "mg:", timeout: float = 3.0) -> None:
+        self._redis: Redis = Redis.from_url(
+            url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        self._prefix = prefix
+
+    async def get(self, key: str) -> str | None:
+        value = await self._redis.get(self._prefix + key)
+        return None if value is None else str(value)
+
+    async def set(
+        self, key: str, value: str, ttl: float | None = None, *, only_if_absent: bool = False
+    ) -> bool:
+        px = math.ceil(ttl * 1000) if ttl is not None else None
+        stored = await self._redis.set(self._prefix + key, value, px=px, nx=only_if_absent)
+        return bool(stored)
+
+    async def incr(self, key: str, ttl: float) -> int:
+        full = self._prefix + key
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(full)
+            # NX: only the first increment of a window sets its expiry.
+            pipe.pexpire(full, math.ceil(ttl * 1000), nx=True)
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def ttl(self, key: str) -> float | None:
+        ms = await self._redis.pttl(self._prefix + key)
+        return ms / 1000 if ms is not None and ms >= 0 else None
+
+    async def delete(self, key: str) -> None:
+        await self._redis.delete(self._prefix + key)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        deleted = 0
+        batch: list[str] = []
+        async for key in self._redis.scan_iter(
+            match=_glob_escape(self._prefix + prefix) + "*", count=500
+        ):
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += await self._redis.delete(*batch)
+                batch.clear()
+        if batch:
+            deleted += await self._redis.delete(*batch)
+        return deleted
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def open_kv(redis_url: str | None, prefix: str = "mg:") -> KeyValueStore:
+    """Redis when `REDIS_URL` is set, else the in-process store."""
+    return RedisStore(redis_url, prefix) if redis_url else MemoryStore()

@@ -1,0 +1,292 @@
+"""Environment → Settings: the variables of the HTTP contract, `NAME_FILE` variants for secrets."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from marketgraph.markets import MarketRegistry, load_markets
+
+Role = Literal["auth", "app"]
+ROLES: tuple[Role, ...] = ("auth", "app")
+DATABASE_URL_SUFFIX = "DATABASE_URL"
+
+
+class ConfigError(ValueError):
+    """Bad configuration, said in terms of the environment variables to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """Pool options of one engine."""
+
+    size: int
+    max_overflow: int
+    timeout: float
+    recycle: int
+    statement_cache_size: int | None
+    echo: bool
+
+
+def _read_file_variable(name: str, value: str) -> str:
+    try:
+        return Path(value).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {value}: {exc.strerror}") from exc
+
+
+class _FileVariables(PydanticBaseSettingsSource):
+    """`NAME_FILE=/run/secrets/x` gives NAME the file's content (NAME itself wins)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        name = field_name.upper()
+        path = os.environ.get(f"{name}_FILE")
+        if path is None or name in os.environ:
+            return None, field_name, False
+        return _read_file_variable(f"{name}_FILE", path), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for field_name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, field_name)
+            if value is not None:
+                values[key] = value
+        return values
+
+
+class _DatabaseUrls(PydanticBaseSettingsSource):
+    """Every `[<MARKET>_][<ROLE>_]DATABASE_URL` (or its `_FILE`), keyed by variable name."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        urls: dict[str, str] = {}
+        for name, value in os.environ.items():
+            upper = name.upper()
+            if upper.endswith(DATABASE_URL_SUFFIX) and value:
+                urls[upper] = value
+        for name, value in os.environ.items():
+            upper = name.upper()
+            if upper.endswith(DATABASE_URL_SUFFIX + "_FILE") and value:
+                urls.setdefault(upper[: -len("_FILE")], _read_file_variable(upper, value))
+        return {"database_urls": urls} if urls else {}
+
+
+class Settings(BaseSettings):
+    """Everything configurable, read once by `create_app`/the CLI, never at import."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path(".marketgraph")
+    markets_file: Path | None = None
+    default_market: str = "kg"
+    database_urls: dict[str, str] = Field(default_factory=dict)
+
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(20, ge=0)
+    db_pool_timeout: float = Field(30.0, gt=0)
+    db_pool_recycle: int = Field(3600, ge=-1)
+    db_statement_cache_size: int | None = Field(None, ge=0)
+    db_echo: bool = False
+    auth_db_pool_size: int | None = Field(None, ge=1)
+    auth_db_max_overflow: int | None = Field(None, ge=0)
+    auth_db_pool_timeout: float | None = Field(None, gt=0)
+    auth_db_pool_recycle: int | None = Field(None, ge=-1)
+    auth_db_statement_cache_size: int | None = Field(None, ge=0)
+    auth_db_echo: bool | None = None
+    app_db_pool_size: int | None = Field(None, ge=1)
+    app_db_max_overflow: int | None = Field(None, ge=0)
+    app_db_pool_timeout: float | None = Field(None, gt=0)
+    app_db_pool_recycle: int | None = Field(None, ge=-1)
+    app_db_statement_cache_size: int | None = Field(None, ge=0)
+    app_db_echo: bool | None = None
+    # How long a health probe waits for one store before calling it unreachable.
+    health_timeout: float = Field(3.0, gt=0)
+
+    redis_url: str | None = None
+    jwt_secret: SecretStr | None = None
+    jwt_private_key_file: Path | None = None
+    jwt_public_key_file: Path | None = None
+    jwt_issuer: str = "marketgraph"
+    jwt_audience: str = "marketgraph"
+    access_token_ttl: int = Field(900, gt=0)
+    refresh_token_ttl: int = Field(30 * 24 * 3600, gt=0)
+    payment_webhook_secret: SecretStr | None = None
+    sms_backend: Literal["console", "webhook"] = "console"
+    sms_webhook_url: str | None = None
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1"]
+    )
+    login_code_phone_hourly: int = Field(5, ge=1)
+    login_code_ip_hourly: int = Field(30, ge=1)
+    query_planner: Literal["on", "off", "shadow"] = "on"
+    _markets: MarketRegistry = PrivateAttr()
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["console", "json"] = "console"
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            _FileVariables(settings_cls),
+            _DatabaseUrls(settings_cls),
+        )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("default_market", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("cors_origins", "forwarded_allow_ips", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _markets_and_databases(self) -> Settings:
+        markets = load_markets(self.markets_file)
+        if self.default_market not in markets:
+            raise ValueError(
+                f"DEFAULT_MARKET={self.default_market!r} is not a known market; "
+                f"known markets: {', '.join(markets.codes)}"
+            )
+        self._markets = markets
+        # Only variables that can place a store count (TEST_DATABASE_URL, say, does not).
+        wanted = {
+            name
+            for code in markets.codes
+            for role in ROLES
+            for name in database_url_variables(code, role)
+        }
+        urls = {name.upper(): value for name, value in self.database_urls.items()}
+        for name in sorted(wanted & urls.keys()):
+            parse_database_url(name, urls[name])
+        object.__setattr__(
+            self, "database_urls", {n: urls[n] for n in sorted(wanted & urls.keys())}
+        )
+        return self
+
+    @property
+    def markets(self) -> MarketRegistry:
+        return self._markets
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def is_embedded(self) -> bool:
+        """No database variable is set: every store lives in the embedded PostgreSQL."""
+        return not self.database_urls
+
+    def pool(self, role: Role | None) -> PoolSettings:
+        """Pool options for an engine serving `role` (None: an engine shared by both roles)."""
+
+        def pick(name: str) -> Any:
+            if role is not None:
+                override = getattr(self, f"{role}_{name}")
+                if override is not None:
+                    return override
+            return getattr(self, name)
+
+        return PoolSettings(
+            size=pick("db_pool_size"),
+            max_overflow=pick("db_max_overflow"),
+            timeout=pick("db_pool_timeout"),
+            recycle=pick("db_pool_recycle"),
+            statement_cache_size=pick("db_statement_cache_size"),
+            echo=pick("db_echo"),
+        )
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Settings from the environment, or a `ConfigError` naming each bad variable."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc)) from None
+
+
+def database_url_variables(market: str, role: Role) -> tuple[str, ...]:
+    """The variables that can place a store, most specific first (http.md's precedence)."""
+    m, r = market.upper(), role.upper()
+    return (
+        f"{m}_{r}_{DATABASE_URL_SUFFIX}",
+        f"{m}_{DATABASE_URL_SUFFIX}",
+        f"{r}_{DATABASE_URL_SUFFIX}",
+        DATABASE_URL_SUFFIX,
+    )
+
+
+def parse_database_url(name: str, value: str) -> URL:
+    """`value` as an asyncpg URL, or a `ValueError` that names the variable, not the password."""
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError(f"{name} is not a database URL (expected postgresql://...)") from None
+    if url.get_backend_name() != "postgresql" or url.get_driver_name() not in (
+        "asyncpg",
+        "psycopg2",
+        "psycopg",
+    ):
+        raise ValueError(
+            f"{name} must be a postgresql:// or postgresql+asyncpg:// URL, not {url.drivername}://"
+        )
+    if not url.database:
+        raise ValueError(f"{name} names no database (postgresql://host/DBNAME)")
+    return url.set(drivername="postgresql+asyncpg")
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if loc and loc[0] == "database_urls":
+            lines.append(f"  {message}")
+        elif loc and "secret" in loc[0]:
+            lines.append(f"  {loc[0].upper()}: {message}")
+        elif loc:
+            lines.append(f"  {loc[0].upper()}: {message} (got {error.get('input')!r})")
+        else:
+            lines.append(f"  {message}")
+    return "\n".join(lines)

@@ -1,0 +1,175 @@
+"""Test harness: a real PostgreSQL (TEST_DATABASE_URL, else an embedded one), the four stores
+migrated to head in both modes, truncation after each test, and an HTTP client for the app.
+
+Modes:
+- `separate`: one database per (market, role), placed by `<MARKET>_<ROLE>_DATABASE_URL`;
+  what most tests use.
+- `shared`: a single `DATABASE_URL`, the four stores as four schemas of one database.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import URL, make_url
+from starlette.applications import Starlette
+
+from marketgraph.app import Services, create_app
+from marketgraph.db import migrate
+from marketgraph.db.databases import Databases
+from marketgraph.db.embedded import EmbeddedPostgres, asyncpg_dsn
+from marketgraph.db.models import metadata_for
+from marketgraph.db.topology import Topology
+from marketgraph.kv import KeyValueStore, MemoryStore, RedisStore
+from marketgraph.settings import ROLES, Settings
+
+TEST_DB_PREFIX = "mg_test"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[URL]:
+    """A PostgreSQL server's maintenance-database URL: TEST_DATABASE_URL or an embedded one."""
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        yield make_url(configured).set(drivername="postgresql+asyncpg")
+        return
+    with tempfile.TemporaryDirectory(prefix="mg-pg-") as tmp:
+        embedded = EmbeddedPostgres(Path(tmp))
+        try:
+            yield embedded.start()
+        finally:
+            embedded.stop()
+
+
+async def recreate_database(server: URL, name: str) -> URL:
+    """Drop (forcing other sessions off) and create `name`; return its URL."""
+    conn = await asyncpg.connect(asyncpg_dsn(server))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return server.set(database=name)
+
+
+def make_settings(tmp_dir: Path, database_urls: dict[str, str], **overrides: Any) -> Settings:
+    """Settings for a test: given database variables, data under `tmp_dir`, nothing from env."""
+    return Settings(
+        database_urls=database_urls,
+        data_dir=tmp_dir,
+        **overrides,
+    )
+
+
+def url_text(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+async def migrated_settings(server: URL, mode: str, tmp_dir: Path) -> Settings:
+    """Create the databases of `mode`, migrate every store to head, return Settings placing them."""
+    markets = Settings(data_dir=tmp_dir).markets.codes
+    if mode == "separate":
+        urls = {}
+        for market in markets:
+            for role in ROLES:
+                db = await recreate_database(server, f"{TEST_DB_PREFIX}_{market}_{role}")
+                urls[f"{market.upper()}_{role.upper()}_DATABASE_URL"] = url_text(db)
+    else:
+        db = await recreate_database(server, f"{TEST_DB_PREFIX}_shared")
+        urls = {"DATABASE_URL": url_text(db)}
+    settings = make_settings(tmp_dir, urls)
+    for location in Topology.resolve(settings.markets.codes, settings.database_urls):
+        await migrate.upgrade(location)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="mg-data-") as tmp:
+        yield Path(tmp)
+
+
+@pytest.fixture(scope="session")
+async def settings(postgres_url: URL, data_dir: Path) -> Settings:
+    """Separate-databases mode, migrated to head once per session."""
+    return await migrated_settings(postgres_url, "separate", data_dir)
+
+
+@pytest.fixture(scope="session")
+async def shared_settings(postgres_url: URL, data_dir: Path) -> Settings:
+    """Single-DATABASE_URL mode (four schemas in one database), migrated to head once."""
+    return await migrated_settings(postgres_url, "shared", data_dir)
+
+
+@pytest.fixture(scope="session")
+async def _databases(settings: Settings) -> AsyncIterator[Databases]:
+    databases = Databases(Topology.resolve(settings.markets.codes, settings.database_urls), settings)
+    yield databases
+    await databases.dispose()
+
+
+async def truncate_all(databases: Databases) -> None:
+    """Empty every table of every store (one statement per store)."""
+    for store in databases.stores:
+        tables = ", ".join(
+            f'"{store.schema}"."{t.name}"' for t in metadata_for(store.key.role).sorted_tables
+        )
+        async with store.engine.begin() as conn:
+            await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+async def stores(_databases: Databases) -> AsyncIterator[Databases]:
+    """The four stores (separate mode); every table is emptied after the test."""
+    try:
+        yield _databases
+    finally:
+        await truncate_all(_databases)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def kv(request: pytest.FixtureRequest) -> AsyncIterator[KeyValueStore]:
+    """Each key-value implementation: Redis only where TEST_REDIS_URL is set."""
+    if request.param == "memory":
+        store: KeyValueStore = MemoryStore()
+    else:
+        redis_url = os.environ.get("TEST_REDIS_URL")
+        if not redis_url:
+            pytest.skip("TEST_REDIS_URL is not set")
+        prefix = f"mgtest:{request.node.name}:{os.getpid()}:"
+        store = RedisStore(redis_url, prefix=prefix)
+        await store.delete_prefix("")
+    try:
+        yield store
+    finally:
+        await store.delete_prefix("")
+        await store.close()
+
+
+@pytest.fixture
+def app_factory(stores: Databases) -> Callable[..., Starlette]:
+    """Build an app on the session's stores (no lifespan: the stores are already open)."""
+
+    def build(kv: KeyValueStore | None = None, **overrides: Any) -> Starlette:
+        settings = stores.settings if not overrides else stores.settings.model_copy(update=overrides)
+        app = create_app(settings)
+        app.state.services = Services(settings=settings, databases=stores, kv=kv or MemoryStore())
+        return app
+
+    return build
+
+
+@pytest.fixture
+async def client(app_factory: Callable[..., Starlette]) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the app, in-process."""
+    transport = httpx.ASGITransport(app=app_factory())
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
