@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -20,36 +19,20 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET
 
+from marketgraph.auth.authenticate import authenticate
 from marketgraph.context import RequestContext
-from marketgraph.db.databases import Databases, open_databases
-from marketgraph.db.health import health_routes
-from marketgraph.errors import format_error
-from marketgraph.kv import KeyValueStore, open_kv
+from marketgraph.errors import DomainError, format_error
+from marketgraph.health import health_routes
 from marketgraph.logs import configure_logging
-from marketgraph.middleware import RequestIdMiddleware
+from marketgraph.middleware import RequestIdMiddleware, client_ip
 from marketgraph.schema import build_schema
+from marketgraph.services import Services, open_services
 from marketgraph.settings import Settings
+from marketgraph.webhooks import webhook_routes
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(slots=True)
-class Services:
-    """Everything the lifespan opens and closes; requests borrow from it."""
-
-    settings: Settings
-    databases: Databases
-    kv: KeyValueStore
-
-    async def close(self) -> None:
-        await self.kv.close()
-        await self.databases.dispose()
-
-
-async def open_services(settings: Settings) -> Services:
-    databases = await open_databases(settings)
-    return Services(settings=settings, databases=databases, kv=open_kv(settings.redis_url))
 
 
 class GraphQLView(GraphQL[RequestContext, None]):
@@ -68,19 +51,53 @@ class GraphQLView(GraphQL[RequestContext, None]):
     ) -> RequestContext:
         assert isinstance(request, Request)
         services: Services = request.app.state.services
-        market = services.settings.markets.require(
-            request.headers.get("x-market") or services.settings.default_market
-        )
-        return RequestContext(
-            request_id=request.scope["state"]["request_id"],
-            request=request,
-            settings=services.settings,
-            market=market,
-            auth=services.databases.store(market.code, "auth"),
-            app=services.databases.store(market.code, "app"),
+        markets = services.settings.markets
+        principal = await authenticate(
+            request.headers.get("authorization"),
+            tokens=services.tokens,
             kv=services.kv,
             databases=services.databases,
+            markets=markets,
         )
+        header_market = request.headers.get("x-market")
+        if principal is not None:
+            market = markets.require(principal.market)
+        else:
+            market = markets.require(header_market or services.settings.default_market)
+        return RequestContext(
+            request_id=request.scope["state"]["request_id"],
+            client_ip=client_ip(request.scope, services.settings.forwarded_allow_ips),
+            principal=principal,
+            market=market,
+            header_market=header_market,
+            auth=services.databases.store(market.code, "auth"),
+            app=services.databases.store(market.code, "app"),
+            services=services,
+        )
+
+    async def run(  # type: ignore[override]
+        self, request: Request, context: Any = UNSET, root_value: Any = UNSET
+    ) -> Response:
+        """Strawberry's run, plus: a request refused before execution (bad credentials,
+        unknown market) still answers as a GraphQL error with its code."""
+        try:
+            return await super().run(request, context, root_value)
+        except DomainError as exc:
+            request_id = request.scope.get("state", {}).get("request_id")
+            body = {
+                "data": None,
+                "errors": [
+                    {
+                        "message": exc.message,
+                        "extensions": {
+                            **exc.extensions,
+                            "code": exc.code.value,
+                            "requestId": request_id,
+                        },
+                    }
+                ],
+            }
+            return Response(orjson.dumps(body), media_type="application/json")
 
     async def process_result(
         self, request: Request, result: ExecutionResult
@@ -95,6 +112,12 @@ class GraphQLView(GraphQL[RequestContext, None]):
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
+
+
+async def jwks(request: Request) -> Response:
+    """Public verification keys (empty with a shared HS256 secret)."""
+    services: Services = request.app.state.services
+    return Response(orjson.dumps(services.tokens.jwks()), media_type="application/json")
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -133,7 +156,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     graphql = GraphQLView(schema, settings)
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
+        Route("/.well-known/jwks.json", jwks),
         *health_routes(),
+        *webhook_routes(),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 

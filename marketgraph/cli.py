@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
@@ -51,6 +53,10 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
             "--workers > 1 needs REDIS_URL: the in-process key-value store "
             "(login codes, rate limits, revocations) cannot be shared between workers"
         )
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again to die of it;
+    # dying of a signal skips the atexit handler that stops the embedded PostgreSQL, so this
+    # process exits normally instead.
+    signal.signal(signal.SIGTERM, _exit_normally)
     if settings.is_embedded:
         from marketgraph.db.embedded import EmbeddedPostgres
 
@@ -65,21 +71,36 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
         workers=workers if not reload else None,
         reload=reload,
         log_config=None,
-        proxy_headers=True,
-        forwarded_allow_ips=",".join(settings.forwarded_allow_ips),
+        # The app reads X-Forwarded-For itself (first address, trusted peers only): one place.
+        proxy_headers=False,
     )
 
 
-async def _prepare_embedded(settings: Settings) -> None:
+def _exit_normally(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+async def _upgrade_all(settings: Settings) -> None:
     from marketgraph.db import migrate
     from marketgraph.db.databases import prepare_topology
 
     topology = await prepare_topology(settings)
     for location in topology:
         await migrate.upgrade(location)
+
+
+async def _prepare_embedded(settings: Settings) -> None:
     from marketgraph.seed import seed_if_empty
 
-    await seed_if_empty(settings)
+    await _upgrade_all(settings)
+    result = await seed_if_empty(settings)
+    if result is not None:
+        total = result.total
+        click.echo(
+            f"loaded demo data: {total.products} products, {total.users} users "
+            f"in {len(result.by_market)} markets",
+            err=True,
+        )
 
 
 # --- db -------------------------------------------------------------------------------------
@@ -103,8 +124,11 @@ async def _each_store(
 ) -> list[Any]:
     from marketgraph.db.databases import prepare_topology
 
-    if market is not None:
-        settings.markets.require(market)
+    if market is not None and settings.markets.get(market) is None:
+        raise click.BadParameter(
+            f"unknown market {market!r}; known markets: {', '.join(settings.markets.codes)}",
+            param_hint="--market",
+        )
     topology = await prepare_topology(settings)
     results = []
     for location in topology.select(market.lower() if market else None, role):
@@ -189,6 +213,85 @@ def revision(role: Role, message: str, autogenerate: bool) -> None:
     run(act())
 
 
+# --- seed -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--users",
+    default=None,
+    type=click.IntRange(min=0),
+    help="Demo users per market (each with a cart and a wallet).  [default: 20]",
+)
+@click.option(
+    "--products",
+    default=None,
+    type=click.IntRange(min=0),
+    help="Demo products per market.  [default: 60]",
+)
+def seed(users: int | None, products: int | None) -> None:
+    """Load demo data: products with local names and prices, and users, in every market.
+
+    Idempotent: running it again adds only what is missing. On the embedded
+    default the stores are migrated to head first.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+    from sqlalchemy.exc import DBAPIError
+
+    from marketgraph import seed as demo
+    from marketgraph.db.databases import open_databases
+
+    settings = load_settings()
+    n_users = demo.DEFAULT_USERS if users is None else users
+    n_products = demo.DEFAULT_PRODUCTS if products is None else products
+    console = Console(stderr=True)
+
+    async def act() -> demo.SeedResult:
+        if settings.is_embedded:
+            await _upgrade_all(settings)
+        databases = await open_databases(settings)
+        try:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress:
+                tasks = {
+                    market.code: progress.add_task(
+                        f"{market.code} ({market.currency})", total=n_users + n_products
+                    )
+                    for market in settings.markets
+                }
+                return await demo.seed(
+                    databases,
+                    users=n_users,
+                    products=n_products,
+                    on_progress=lambda code, rows: progress.advance(tasks[code], rows),
+                )
+        finally:
+            await databases.dispose()
+
+    try:
+        result = run(act())
+    except DBAPIError as exc:
+        click.echo(
+            f"marketgraph: seeding failed: {exc.orig or exc}\n"
+            "(are the stores migrated? run `marketgraph db upgrade`)",
+            err=True,
+        )
+        sys.exit(1)
+    table = Table("market", "products", "users", "carts", "wallets", title="rows added")
+    for code, counts in result.by_market.items():
+        table.add_row(
+            code, *(str(n) for n in (counts.products, counts.users, counts.carts, counts.wallets))
+        )
+    console.print(table)
+
+
 # --- schema, whereis --------------------------------------------------------------------------
 
 
@@ -226,6 +329,54 @@ def whereis(phone: str) -> None:
         sys.exit(1)
     click.echo(f"{e164} -> {market.code} ({market.name}, {market.currency})")
     click.echo(f"stores: {market.code}.auth (user), {market.code}.app (cart, orders, wallet)")
+
+
+@cli.command()
+def check() -> None:
+    """Connectivity of every store, like /health/detailed; exit 1 unless all is healthy."""
+    from rich.console import Console
+
+    from marketgraph.db.health import check as inspect_stores
+    from marketgraph.db.health import check_table
+
+    report = run(inspect_stores(load_settings()))
+    Console().print(check_table(report))
+    if report.overall_status != "healthy":
+        sys.exit(1)
+
+
+@cli.group()
+def users() -> None:
+    """User accounts."""
+
+
+@users.command()
+@click.argument("who")
+@click.option("--market", "market_code", required=True, help="The market the user lives in.")
+def promote(who: str, market_code: str) -> None:
+    """Make the user with this phone (E.164) or email an admin: how a fresh install gets one."""
+    from marketgraph.db.databases import open_databases
+    from marketgraph.errors import DomainError
+    from marketgraph.markets import detect_market
+    from marketgraph.resolvers.accounts import promote as promote_user
+
+    settings = load_settings()
+
+    async def act() -> str:
+        market = settings.markets.require(market_code)
+        key = who if "@" in who else detect_market(who, settings.markets)[1]
+        databases = await open_databases(settings)
+        try:
+            user = await promote_user(databases, market, key)
+        finally:
+            await databases.dispose()
+        return f"{user.email or user.phone} is now an admin of market {market.code}"
+
+    try:
+        click.echo(run(act()))
+    except DomainError as exc:
+        click.echo(f"{exc.code}: {exc.message}", err=True)
+        sys.exit(1)
 
 
 def main() -> None:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
 import strawberry
 
+from marketgraph.auth.principal import Principal
 from marketgraph.db.databases import Databases, Store
+from marketgraph.errors import DomainError, ErrorCode
 from marketgraph.kv import KeyValueStore
 from marketgraph.markets import Market, MarketRegistry
-from marketgraph.settings import Settings
+from marketgraph.resolvers.loaders import Loaders, build_loaders
+from marketgraph.settings import Role, Settings
 
 if TYPE_CHECKING:
-    from starlette.requests import Request
+    from marketgraph.services import Services
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,17 +25,86 @@ class RequestContext:
     """Handles, not open sessions: stores hand out connections only inside `async with`."""
 
     request_id: str
-    request: Request
-    settings: Settings
-    market: Market  # X-Market, else DEFAULT_MARKET
+    client_ip: str
+    principal: Principal | None  # None: anonymous
+    market: Market  # the token's market > X-Market > DEFAULT_MARKET
+    header_market: str | None  # X-Market as sent, to detect conflicts with the token
     auth: Store  # this market's auth store
     app: Store  # this market's app store
-    kv: KeyValueStore
-    databases: Databases
+    services: Services
+    # Loaders per market, made on first use: admins may read several markets in one request.
+    _loaders: dict[str, Loaders] = field(default_factory=dict)
+    # Errors that do not fail a field (a market that is down in marketStats), added to the answer.
+    extra_errors: list[DomainError] = field(default_factory=list)
+
+    def loaders_for(self, market: str) -> Loaders:
+        loaders = self._loaders.get(market)
+        if loaders is None:
+            loaders = build_loaders(
+                self.databases.store(market, "auth"), self.databases.store(market, "app")
+            )
+            self._loaders[market] = loaders
+        return loaders
+
+    @property
+    def loaders(self) -> Loaders:
+        """The loaders of the request's market."""
+        return self.loaders_for(self.market.code)
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
 
     @property
     def markets(self) -> MarketRegistry:
-        return self.settings.markets
+        return self.services.settings.markets
+
+    @property
+    def databases(self) -> Databases:
+        return self.services.databases
+
+    @property
+    def kv(self) -> KeyValueStore:
+        return self.services.kv
+
+    @property
+    def is_admin(self) -> bool:
+        return self.principal is not None and self.principal.is_admin
+
+    def require_user(self) -> uuid.UUID:
+        """The signed-in user's id; `UNAUTHENTICATED` when anonymous (or an API key),
+        `MARKET_MISMATCH` when X-Market names another market than the token."""
+        if self.principal is None or self.principal.user_id is None:
+            raise DomainError(ErrorCode.UNAUTHENTICATED, "Sign in first")
+        self.check_market_header()
+        return self.principal.user_id
+
+    def require_admin(self) -> Principal:
+        """An admin user or an API key; `UNAUTHENTICATED`/`FORBIDDEN` otherwise."""
+        if self.principal is None:
+            raise DomainError(ErrorCode.UNAUTHENTICATED, "Sign in first")
+        if not self.principal.is_admin:
+            raise DomainError(ErrorCode.FORBIDDEN, "Only administrators may do this")
+        return self.principal
+
+    def check_market_header(self) -> None:
+        if (
+            self.principal is not None
+            and self.header_market is not None
+            and self.header_market.strip().lower() != self.principal.market
+        ):
+            raise DomainError(
+                ErrorCode.MARKET_MISMATCH,
+                f"X-Market {self.header_market!r} conflicts with the token's market "
+                f"{self.principal.market!r}",
+            )
+
+    def store_for(self, market: str, role: Role) -> Store:
+        """Another market's store: only admins reach across markets (else `NOT_FOUND`)."""
+        foreign = market != self.market.code
+        if market not in self.markets or (foreign and not self.is_admin):
+            raise DomainError(ErrorCode.NOT_FOUND, "Not found")
+        return self.databases.store(market, role)
 
 
 Info: TypeAlias = strawberry.Info[RequestContext, None]

@@ -76,7 +76,9 @@ class MemoryStore:
             self._data[key] = ("1", time.monotonic() + ttl)
             return 1
         count = int(entry[0]) + 1
-        self._data[key] = (str(count), entry[1])
+        # As Redis's PEXPIRE NX: a key without an expiry gets one; a running window keeps its own.
+        expires = entry[1] if entry[1] != math.inf else time.monotonic() + ttl
+        self._data[key] = (str(count), expires)
         return count
 
     async def ttl(self, key: str) -> float | None:

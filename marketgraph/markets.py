@@ -56,18 +56,20 @@ BUILT_IN: tuple[Market, ...] = (
     ),
 )
 
-_FIELDS = {
-    "name",
-    "currency",
-    "currency_symbol",
-    "language",
-    "phone_regions",
-    "minor_digits",
-    "symbol_first",
-    "decimal_separator",
-    "thousands_separator",
-    "timezone",
+# The keys a market table may hold, with the TOML type each must have.
+_FIELD_TYPES: dict[str, type] = {
+    "name": str,
+    "currency": str,
+    "currency_symbol": str,
+    "language": str,
+    "phone_regions": list,
+    "minor_digits": int,
+    "symbol_first": bool,
+    "decimal_separator": str,
+    "thousands_separator": str,
+    "timezone": str,
 }
+_FIELDS = set(_FIELD_TYPES)
 
 
 class MarketRegistry:
@@ -136,6 +138,11 @@ def load_markets(path: Path | None) -> MarketRegistry:
         raise ValueError(f"MARKETS_FILE {path} cannot be read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"MARKETS_FILE {path} is not valid TOML: {exc}") from exc
+    strays = sorted(set(document) - {"markets"})
+    if strays:
+        raise ValueError(
+            f"MARKETS_FILE {path}: unknown top-level keys {strays}; markets go in [markets.<code>]"
+        )
     tables = document.get("markets", {})
     if not isinstance(tables, dict):
         raise ValueError(f"MARKETS_FILE {path}: [markets] must be a table of market tables")
@@ -151,9 +158,25 @@ def load_markets(path: Path | None) -> MarketRegistry:
                 f"MARKETS_FILE {path}: [markets.{code}] has unknown keys {sorted(unknown)}; "
                 f"known keys: {sorted(_FIELDS)}"
             )
+        for key, value in table.items():
+            expected = _FIELD_TYPES[key]
+            # TOML booleans are Python ints too; minor_digits = true is still a mistake.
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ValueError(
+                    f"MARKETS_FILE {path}: [markets.{code}] {key} must be "
+                    f"{'a list of region codes' if expected is list else expected.__name__}, "
+                    f"not {value!r}"
+                )
         values = dict(table)
         if "phone_regions" in values:
-            values["phone_regions"] = tuple(str(r).upper() for r in values["phone_regions"])
+            regions = tuple(str(r).upper() for r in values["phone_regions"])
+            unknown_regions = sorted(set(regions) - phonenumbers.SUPPORTED_REGIONS)
+            if unknown_regions:
+                raise ValueError(
+                    f"MARKETS_FILE {path}: [markets.{code}] phone_regions lists unknown "
+                    f"regions {unknown_regions} (ISO 3166 codes such as KZ)"
+                )
+            values["phone_regions"] = regions
         if "currency" in values:
             values["currency"] = str(values["currency"]).upper()
         if code in markets:

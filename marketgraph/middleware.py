@@ -40,3 +40,18 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
+
+
+def client_ip(scope: Scope, trusted_proxies: list[str]) -> str:
+    """The connection's peer, or the first X-Forwarded-For address when the peer is a trusted
+    proxy (FORWARDED_ALLOW_IPS; `*` trusts every peer)."""
+    client = scope.get("client")
+    peer = client[0] if client else "unknown"
+    if peer in trusted_proxies or "*" in trusted_proxies:
+        forwarded = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"), ""
+        )
+        first = forwarded.split(",")[0].strip()
+        if first:
+            return first
+    return peer

@@ -96,7 +96,10 @@ class _DatabaseUrls(PydanticBaseSettingsSource):
 class Settings(BaseSettings):
     """Everything configurable, read once by `create_app`/the CLI, never at import."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+    # Inputs stay out of ValidationError's text: a database URL carries its password.
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     environment: Literal["development", "production"] = "development"
     data_dir: Path = Path(".marketgraph")
@@ -134,7 +137,9 @@ class Settings(BaseSettings):
     access_token_ttl: int = Field(900, gt=0)
     refresh_token_ttl: int = Field(30 * 24 * 3600, gt=0)
     payment_webhook_secret: SecretStr | None = None
-    sms_backend: Literal["console", "webhook"] = "console"
+    # HMAC key for stored login codes; shared by every worker (development: generated).
+    login_code_secret: SecretStr | None = None
+    sms_backend: Literal["console", "webhook", "memory"] = "console"
     sms_webhook_url: str | None = None
     forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["127.0.0.1"]
@@ -157,12 +162,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (
-            init_settings,
-            env_settings,
-            _FileVariables(settings_cls),
-            _DatabaseUrls(settings_cls),
-        )
+        # URLs given in code are the whole placement: sources' dicts are merged key by key,
+        # so the environment's database variables would otherwise slip in beside them.
+        given: dict[str, Any] = getattr(init_settings, "init_kwargs", {})
+        urls = () if "database_urls" in given else (_DatabaseUrls(settings_cls),)
+        return (init_settings, env_settings, _FileVariables(settings_cls), *urls)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -200,6 +204,17 @@ class Settings(BaseSettings):
         urls = {name.upper(): value for name, value in self.database_urls.items()}
         for name in sorted(wanted & urls.keys()):
             parse_database_url(name, urls[name])
+        # The embedded server is all or nothing: once one store is placed, every store must be.
+        if wanted & urls.keys():
+            for code in markets.codes:
+                for role in ROLES:
+                    candidates = database_url_variables(code, role)
+                    if not urls.keys() & set(candidates):
+                        raise ValueError(
+                            f"store {code}.{role} has no database: set one of "
+                            f"{', '.join(candidates)} (or no database variable at all, "
+                            "for the embedded PostgreSQL)"
+                        )
         object.__setattr__(
             self, "database_urls", {n: urls[n] for n in sorted(wanted & urls.keys())}
         )
@@ -261,7 +276,7 @@ def parse_database_url(name: str, value: str) -> URL:
     """`value` as an asyncpg URL, or a `ValueError` that names the variable, not the password."""
     try:
         url = make_url(value)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ValueError(f"{name} is not a database URL (expected postgresql://...)") from None
     if url.get_backend_name() != "postgresql" or url.get_driver_name() not in (
         "asyncpg",

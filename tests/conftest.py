@@ -9,6 +9,7 @@ Modes:
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,16 +23,18 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from starlette.applications import Starlette
 
-from marketgraph.app import Services, create_app
+from marketgraph.app import create_app
 from marketgraph.db import migrate
-from marketgraph.db.databases import Databases
+from marketgraph.db.databases import Databases, Store
 from marketgraph.db.embedded import EmbeddedPostgres, asyncpg_dsn
 from marketgraph.db.models import metadata_for
 from marketgraph.db.topology import Topology
 from marketgraph.kv import KeyValueStore, MemoryStore, RedisStore
+from marketgraph.services import build_services
 from marketgraph.settings import ROLES, Settings
 
-TEST_DB_PREFIX = "mg_test"
+# Per process, so concurrent test runs on one server never drop each other's databases.
+TEST_DB_PREFIX = f"mg_test_{os.getpid()}"
 
 
 @pytest.fixture(scope="session")
@@ -97,33 +100,57 @@ def data_dir() -> Iterator[Path]:
         yield Path(tmp)
 
 
+async def drop_databases(server: URL, settings: Settings) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(server))
+    try:
+        for url in {make_url(value).database for value in settings.database_urls.values()}:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{url}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
-async def settings(postgres_url: URL, data_dir: Path) -> Settings:
+async def settings(postgres_url: URL, data_dir: Path) -> AsyncIterator[Settings]:
     """Separate-databases mode, migrated to head once per session."""
-    return await migrated_settings(postgres_url, "separate", data_dir)
+    settings = await migrated_settings(postgres_url, "separate", data_dir)
+    yield settings
+    await drop_databases(postgres_url, settings)
 
 
 @pytest.fixture(scope="session")
-async def shared_settings(postgres_url: URL, data_dir: Path) -> Settings:
+async def shared_settings(postgres_url: URL, data_dir: Path) -> AsyncIterator[Settings]:
     """Single-DATABASE_URL mode (four schemas in one database), migrated to head once."""
-    return await migrated_settings(postgres_url, "shared", data_dir)
+    settings = await migrated_settings(postgres_url, "shared", data_dir)
+    yield settings
+    await drop_databases(postgres_url, settings)
 
 
 @pytest.fixture(scope="session")
 async def _databases(settings: Settings) -> AsyncIterator[Databases]:
-    databases = Databases(Topology.resolve(settings.markets.codes, settings.database_urls), settings)
+    databases = Databases(
+        Topology.resolve(settings.markets.codes, settings.database_urls), settings
+    )
     yield databases
     await databases.dispose()
 
 
 async def truncate_all(databases: Databases) -> None:
-    """Empty every table of every store (one statement per store)."""
-    for store in databases.stores:
-        tables = ", ".join(
+    """Empty every table of every store: one statement per store, the stores concurrently.
+
+    DELETE in data-modifying CTEs, not TRUNCATE: on a handful of rows it is several
+    times faster (TRUNCATE makes new files for every table), and foreign keys are
+    checked once at the end of the statement.
+    """
+
+    async def empty(store: Store) -> None:
+        tables = [
             f'"{store.schema}"."{t.name}"' for t in metadata_for(store.key.role).sorted_tables
-        )
+        ]
+        ctes = ", ".join(f"d{i} AS (DELETE FROM {name})" for i, name in enumerate(tables[1:]))
         async with store.engine.begin() as conn:
-            await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            await conn.execute(text(f"WITH {ctes} DELETE FROM {tables[0]}"))
+
+    await asyncio.gather(*(empty(store) for store in databases.stores))
 
 
 @pytest.fixture
@@ -159,9 +186,12 @@ def app_factory(stores: Databases) -> Callable[..., Starlette]:
     """Build an app on the session's stores (no lifespan: the stores are already open)."""
 
     def build(kv: KeyValueStore | None = None, **overrides: Any) -> Starlette:
-        settings = stores.settings if not overrides else stores.settings.model_copy(update=overrides)
+        # Validated again, so overrides get their types (SecretStr, Path) as from the environment.
+        settings = Settings.model_validate(
+            {**stores.settings.model_dump(), "sms_backend": "memory", **overrides}
+        )
         app = create_app(settings)
-        app.state.services = Services(settings=settings, databases=stores, kv=kv or MemoryStore())
+        app.state.services = build_services(settings, stores, kv or MemoryStore())
         return app
 
     return build

@@ -1,14 +1,32 @@
-"""The User type and its enum."""
+"""Accounts in GraphQL: User, sign-in payloads and inputs, and their mutations."""
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+import uuid
+from typing import Any
 
 import strawberry
+from sqlalchemy import Row
 from strawberry.scalars import JSON
 
+from marketgraph import markets
+from marketgraph.context import Info
+from marketgraph.errors import DomainError, ErrorCode
+from marketgraph.ids import encode_id
+from marketgraph.resolvers import accounts
+from marketgraph.resolvers.pagination import PageKey, check_first, decode_cursor
+from marketgraph.schema.cart import Cart
+from marketgraph.schema.common import Node, edges_of, page_info
 from marketgraph.schema.markets import Market
+from marketgraph.schema.orders import Order, OrderConnection, OrderEdge
+from marketgraph.schema.wallet import (
+    Wallet,
+    WalletTransaction,
+    WalletTransactionConnection,
+    WalletTransactionEdge,
+)
 
 
 @strawberry.enum(description="What kind of account a user has; ADMIN may use admin fields.")
@@ -17,11 +35,6 @@ class UserType(enum.Enum):
     MEMBER = "MEMBER"
     GUEST = "GUEST"
     INDIVIDUAL = "INDIVIDUAL"
-
-
-@strawberry.interface(description="An object with a global id that `node(id:)` can fetch.")
-class Node:
-    id: strawberry.ID
 
 
 @strawberry.type(description="A customer or staff account; lives in exactly one market.")
@@ -38,3 +51,227 @@ class User(Node):
     is_active: bool
     created_at: dt.datetime
     last_login_at: dt.datetime | None
+    user_id: strawberry.Private[uuid.UUID]
+    market_data: strawberry.Private[markets.Market]
+
+    @strawberry.field
+    async def cart(self, info: Info) -> Cart:
+        self._check_reader(info)
+        return await Cart.of_user(info, self.user_id, self.market_data)
+
+    @strawberry.field
+    async def wallet(self, info: Info) -> Wallet:
+        self._check_reader(info)
+        return await Wallet.of_user(info, self.user_id, self.market_data)
+
+    @strawberry.field(description="Newest first.")
+    async def orders(
+        self, info: Info, first: int | None = 20, after: str | None = None
+    ) -> OrderConnection:
+        self._check_reader(info)
+        key = PageKey(self.user_id, check_first(first), decode_cursor(after))
+        page = await info.context.loaders_for(self.market_data.code).orders_by_user.load(key)
+        return OrderConnection(
+            edges=[
+                OrderEdge(cursor=c, node=n)
+                for c, n in edges_of(page, lambda r: Order.from_row(r, self.market_data))
+            ],
+            page_info=page_info(page.rows, page.has_next),
+        )
+
+    @strawberry.field(description="Newest first.")
+    async def transactions(
+        self, info: Info, first: int | None = 20, after: str | None = None
+    ) -> WalletTransactionConnection:
+        self._check_reader(info)
+        key = PageKey(self.user_id, check_first(first), decode_cursor(after))
+        loader = info.context.loaders_for(self.market_data.code).transactions_by_user
+        page = await loader.load(key)
+        return WalletTransactionConnection(
+            edges=[
+                WalletTransactionEdge(cursor=c, node=n)
+                for c, n in edges_of(
+                    page, lambda r: WalletTransaction.from_row(r, self.market_data)
+                )
+            ],
+            page_info=page_info(page.rows, page.has_next),
+        )
+
+    def _check_reader(self, info: Info) -> None:
+        """A user's business data is theirs and admins' only (an order's buyer, say)."""
+        ctx = info.context
+        if not ctx.is_admin and ctx.require_user() != self.user_id:
+            raise DomainError(ErrorCode.NOT_FOUND, "Not found")
+
+    @classmethod
+    def from_row(cls, row: Row[Any], market: markets.Market) -> User:
+        return cls(
+            user_id=row.id,
+            market_data=market,
+            id=strawberry.ID(encode_id("User", market.code, row.id)),
+            market=Market.from_market(market),
+            phone=row.phone,
+            email=row.email,
+            first_name=row.first_name,
+            last_name=row.last_name,
+            timezone=row.timezone,
+            language=row.language,
+            user_type=UserType(row.user_type.value),
+            preferences=row.preferences,
+            is_active=row.is_active,
+            created_at=row.created_at,
+            last_login_at=row.last_login_at,
+        )
+
+
+@strawberry.type(description="A login code was sent; ask for another no sooner than resendAfter.")
+class LoginCodeChallenge:
+    market: Market
+    expires_at: dt.datetime
+    resend_after: dt.datetime
+
+
+@strawberry.type(description="A signed-in session: a short-lived access token and a refresh token.")
+class AuthPayload:
+    access_token: str
+    refresh_token: str = strawberry.field(
+        description="Single-use: each refresh returns a new one; "
+        "reusing an old one ends the session."
+    )
+    token_type: str = strawberry.field(description='Always "Bearer".')
+    expires_in: int = strawberry.field(description="Seconds until the access token expires.")
+    user: User
+    market: Market
+
+    @classmethod
+    def from_signed_in(cls, signed: accounts.SignedIn) -> AuthPayload:
+        return cls(
+            access_token=signed.access.token,
+            refresh_token=signed.refresh_token,
+            token_type="Bearer",  # noqa: S106 - the scheme's name, not a secret
+            expires_in=signed.expires_in,
+            user=User.from_row(signed.user, signed.market),
+            market=Market.from_market(signed.market),
+        )
+
+
+@strawberry.type(description="A new API key. The key is shown only this once.")
+class ApiKeyCreated:
+    id: strawberry.ID
+    name: str
+    key: str
+    market: Market
+
+
+@strawberry.input(description="Email sign-up, in the request's market.")
+class RegisterInput:
+    email: str
+    password: str = strawberry.field(description="8 to 128 characters.")
+    phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+
+
+@strawberry.input(description="Profile fields to change; omitted fields stay, null clears.")
+class ProfileInput:
+    first_name: str | None = strawberry.UNSET
+    last_name: str | None = strawberry.UNSET
+    timezone: str | None = strawberry.UNSET
+    language: str | None = strawberry.UNSET
+
+
+async def viewer(info: Info) -> User | None:
+    ctx = info.context
+    if ctx.principal is None or ctx.principal.user_id is None:
+        return None
+    row = await ctx.loaders.users_by_id.load(ctx.require_user())
+    return User.from_row(row, ctx.market) if row is not None else None
+
+
+@strawberry.type
+class AccountMutations:
+    @strawberry.mutation(
+        description="Start phone login: detects the market from the number "
+        "and sends a one-time code."
+    )
+    async def request_login_code(self, info: Info, phone: str) -> LoginCodeChallenge:
+        challenge = await accounts.request_login_code(info.context, phone)
+        return LoginCodeChallenge(
+            market=Market.from_market(challenge.market),
+            expires_at=challenge.expires_at,
+            resend_after=challenge.resend_after,
+        )
+
+    @strawberry.mutation(
+        description="Finish phone login: creates the user in its market on first login."
+    )
+    async def verify_login_code(self, info: Info, phone: str, code: str) -> AuthPayload:
+        return AuthPayload.from_signed_in(
+            await accounts.verify_login_code(info.context, phone, code)
+        )
+
+    @strawberry.mutation(description="Email login, in the request's market.")
+    async def register(self, info: Info, input: RegisterInput) -> AuthPayload:
+        signed = await accounts.register_by_email(
+            info.context,
+            email=input.email,
+            password=input.password,
+            phone=input.phone,
+            first_name=input.first_name,
+            last_name=input.last_name,
+        )
+        return AuthPayload.from_signed_in(signed)
+
+    @strawberry.mutation
+    async def login(self, info: Info, email: str, password: str) -> AuthPayload:
+        return AuthPayload.from_signed_in(await accounts.login(info.context, email, password))
+
+    @strawberry.mutation(description="Trade a refresh token for a new session (rotation).")
+    async def refresh_token(self, info: Info, refresh_token: str) -> AuthPayload:
+        return AuthPayload.from_signed_in(
+            await accounts.refresh_session(info.context, refresh_token)
+        )
+
+    @strawberry.mutation(
+        description="End this session (or every session of the user with allSessions)."
+    )
+    async def logout(
+        self, info: Info, refresh_token: str, all_sessions: bool | None = False
+    ) -> bool:
+        await accounts.logout(info.context, refresh_token, all_sessions=bool(all_sessions))
+        return True
+
+    @strawberry.mutation
+    async def update_profile(self, info: Info, input: ProfileInput) -> User:
+        values = {
+            name: getattr(input, name)
+            for name in ("first_name", "last_name", "timezone", "language")
+            if getattr(input, name) is not strawberry.UNSET
+        }
+        row = await accounts.update_my_profile(info.context, values)
+        return User.from_row(row, info.context.market)
+
+    @strawberry.mutation(
+        description="Apply `patch` to the viewer's preferences as an RFC 7386 JSON Merge Patch "
+        "(nested objects merge, null deletes a key)."
+    )
+    async def update_preferences(self, info: Info, patch: JSON) -> User:
+        row = await accounts.update_my_preferences(info.context, patch)
+        return User.from_row(row, info.context.market)
+
+    @strawberry.mutation(
+        description="Admin: an API key for server-to-server calls, scoped to one market."
+    )
+    async def create_api_key(self, info: Info, name: str, market: strawberry.ID) -> ApiKeyCreated:
+        created = await accounts.create_api_key(info.context, name, str(market))
+        found = info.context.markets.require(created.market)
+        return ApiKeyCreated(
+            id=strawberry.ID(encode_id("ApiKey", created.market, created.id)),
+            name=created.name,
+            key=created.key,
+            market=Market.from_market(found),
+        )
+
+    @strawberry.mutation(description="Admin: revoke an API key; false when it was not live.")
+    async def revoke_api_key(self, info: Info, id: strawberry.ID) -> bool:
+        return await accounts.revoke_api_key(info.context, str(id))

@@ -9,16 +9,21 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    ColumnElement,
     Enum,
     ForeignKey,
     Index,
+    Sequence,
     String,
     Text,
     UniqueConstraint,
+    func,
+    literal_column,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -49,11 +54,30 @@ def _enum(cls: type[enum.StrEnum], name: str) -> Enum:
     return Enum(cls, name=name, native_enum=False, create_constraint=True, length=24)
 
 
+# Numbers orders per market store: "KG-000042" reads better than a UUID on a receipt.
+order_number_seq = Sequence("order_number_seq", metadata=AppBase.metadata)
+
+
+# What catalog search matches: the words of the name and SKU, in the language-neutral
+# `simple` configuration (no stemming, so Russian and English both work).
+# Constants are literal (not bound) so queries repeat the index expression exactly.
+def product_search_document(name: Any, sku: Any) -> ColumnElement[Any]:
+    empty: ColumnElement[Any] = literal_column("''")
+    space: ColumnElement[Any] = literal_column("' '")
+    joined = func.coalesce(name, empty).op("||")(space).op("||")(func.coalesce(sku, empty))
+    return func.to_tsvector(literal_column("'simple'::regconfig"), joined)
+
+
 class Product(AppBase):
     __tablename__ = "products"
     __table_args__ = (
         CheckConstraint("stock >= 0", name="stock_not_negative"),
         CheckConstraint("price_minor >= 0", name="price_not_negative"),
+        Index(
+            "ix_products_search",
+            product_search_document(text("name"), text("sku")),
+            postgresql_using="gin",
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()

@@ -1,0 +1,47 @@
+"""Global ids: opaque, URL-safe strings encoding (type, market, key)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+
+from marketgraph.errors import DomainError, ErrorCode
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalId:
+    type_name: str
+    market: str
+    key: uuid.UUID
+
+    def __str__(self) -> str:
+        return encode_id(self.type_name, self.market, self.key)
+
+
+def encode_id(type_name: str, market: str, key: uuid.UUID) -> str:
+    """`User:kg:<uuid>` as unpadded URL-safe base64: no database key is visible as such."""
+    raw = f"{type_name}:{market}:".encode() + key.bytes
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_id(value: str, expected_type: str | None = None, *, field: str = "id") -> GlobalId:
+    """The parts of a global id; `BAD_USER_INPUT` naming `field` when it is not one of ours
+    (or not of `expected_type`)."""
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        head, key = raw[:-16], raw[-16:]
+        type_name, market, rest = head.decode("ascii").split(":")
+        if rest or len(key) != 16 or not type_name or not market:
+            raise ValueError(value)
+        parsed = GlobalId(type_name, market, uuid.UUID(bytes=key))
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise DomainError(
+            ErrorCode.BAD_USER_INPUT, f"{field} is not a valid id", field=field
+        ) from None
+    if expected_type is not None and parsed.type_name != expected_type:
+        raise DomainError(
+            ErrorCode.BAD_USER_INPUT, f"{field} is not a {expected_type} id", field=field
+        )
+    return parsed

@@ -1,0 +1,57 @@
+"""Catalog: products by id (the loader's batch) and one market's searchable product list."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from sqlalchemy import Row, func, literal_column, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from marketgraph.db.models.app import Product, product_search_document
+from marketgraph.resolvers.pagination import Page, page_of
+
+PRODUCT_COLUMNS = tuple(Product.__table__.c)
+# The GIN index's own expression, so searches use the index.
+SEARCH_DOCUMENT = product_search_document(Product.name, Product.sku)
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+async def load_products_by_id(
+    conn: AsyncConnection, keys: list[uuid.UUID]
+) -> list[Row[Any] | None]:
+    rows = (await conn.execute(select(*PRODUCT_COLUMNS).where(Product.id.in_(keys)))).all()
+    by_id = {row.id: row for row in rows}
+    return [by_id.get(key) for key in keys]
+
+
+def search_query(text: str) -> str | None:
+    """A prefix tsquery of the terms in `text` ("чай чёр" → "'чай':* & 'чёр':*"); None if no
+    word.
+
+    Each whitespace-separated term is a quoted operand, so PostgreSQL's parser splits it
+    exactly as it split the indexed document: a SKU as written ("KG-00" → 'kg':* <-> '-00':*)
+    matches, where splitting on word characters in Python ("kg", "00") would not, since the
+    parser indexes "KG-0001" as 'kg' and '-0001'. Quotes and backslashes are dropped, so the
+    operand cannot break out of its quotes.
+    """
+    terms = [t.replace("\\", "").replace("'", "") for t in text.lower().split()]
+    return " & ".join(f"'{t}':*" for t in [t for t in terms if _WORD.search(t)][:8]) or None
+
+
+async def list_products(
+    conn: AsyncConnection, first: int, after: uuid.UUID | None, search: str | None
+) -> Page:
+    """A page of the catalog in creation order, optionally matching every word of `search`
+    as a prefix of the name's or SKU's words."""
+    stmt = select(*PRODUCT_COLUMNS).order_by(Product.id).limit(first + 1)
+    if after is not None:
+        stmt = stmt.where(Product.id > after)
+    if search is not None:
+        query = search_query(search)
+        if query is None:
+            return Page([], False)
+        tsquery = func.to_tsquery(literal_column("'simple'::regconfig"), query)
+        stmt = stmt.where(SEARCH_DOCUMENT.bool_op("@@")(tsquery))
+    return page_of((await conn.execute(stmt)).all(), first)

@@ -1,0 +1,100 @@
+"""The wallet in GraphQL: Wallet, WalletTransaction and its connection, grantCredit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+from sqlalchemy import Row
+
+from marketgraph import markets
+from marketgraph.context import Info
+from marketgraph.ids import encode_id
+from marketgraph.resolvers import wallet
+from marketgraph.schema.common import Money, Node, PageInfo
+
+if TYPE_CHECKING:
+    from marketgraph.schema.orders import Order
+
+
+@strawberry.enum
+class WalletTransactionKind(enum.Enum):
+    TOP_UP = "TOP_UP"
+    PAYMENT = "PAYMENT"
+    REFUND = "REFUND"
+    GRANT = "GRANT"
+
+
+@strawberry.type(description="A user's stored value, in the market's currency.")
+class Wallet:
+    balance: Money
+
+    @classmethod
+    async def of_user(cls, info: Info, user_id: uuid.UUID, market: markets.Market) -> Wallet:
+        row = await info.context.loaders_for(market.code).wallets_by_user.load(user_id)
+        return cls(balance=Money.of(row.balance_minor if row is not None else 0, market))
+
+
+@strawberry.type(description="One movement of a wallet's balance.")
+class WalletTransaction(Node):
+    kind: WalletTransactionKind
+    amount: Money = strawberry.field(
+        description="Positive adds to the balance, negative takes from it."
+    )
+    external_id: str | None = strawberry.field(
+        description="The payment provider's session id, for TOP_UP."
+    )
+    created_at: dt.datetime
+    row: strawberry.Private[Row[Any]]
+    market_data: strawberry.Private[markets.Market]
+
+    @strawberry.field(description="The order paid or refunded, if any.")
+    async def order(
+        self, info: Info
+    ) -> Annotated[Order, strawberry.lazy("marketgraph.schema.orders")] | None:
+        from marketgraph.schema.orders import Order
+
+        if self.row.order_id is None:
+            return None
+        loader = info.context.loaders_for(self.market_data.code).orders_by_id
+        row = await loader.load(self.row.order_id)
+        return Order.from_row(row, self.market_data) if row is not None else None
+
+    @classmethod
+    def from_row(cls, row: Row[Any], market: markets.Market) -> WalletTransaction:
+        return cls(
+            id=strawberry.ID(encode_id("WalletTransaction", market.code, row.id)),
+            kind=WalletTransactionKind(row.kind.value),
+            amount=Money.of(row.amount_minor, market),
+            external_id=row.external_id,
+            created_at=row.created_at,
+            row=row,
+            market_data=market,
+        )
+
+
+@strawberry.type
+class WalletTransactionEdge:
+    cursor: str
+    node: WalletTransaction
+
+
+@strawberry.type
+class WalletTransactionConnection:
+    edges: list[WalletTransactionEdge]
+    page_info: PageInfo
+
+
+@strawberry.type
+class WalletMutations:
+    @strawberry.mutation(description="Admin: credit a user's wallet with a GRANT.")
+    async def grant_credit(
+        self, info: Info, user_id: strawberry.ID, amount_minor: int, reason: str
+    ) -> WalletTransaction:
+        market_code, row = await wallet.grant_credit(
+            info.context, str(user_id), amount_minor, reason
+        )
+        return WalletTransaction.from_row(row, info.context.markets.require(market_code))

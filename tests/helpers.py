@@ -1,0 +1,240 @@
+"""Helpers shared by the API tests: a typed GraphQL call, error reading, and sign-in flows."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from sqlalchemy import func, select
+from sqlalchemy.orm import InstrumentedAttribute
+from starlette.applications import Starlette
+
+from marketgraph.db.databases import Databases
+from marketgraph.kv import KeyValueStore
+from marketgraph.settings import Role
+from marketgraph.sms import MemorySms
+
+AUTH_FIELDS = """
+    accessToken refreshToken tokenType expiresIn
+    market { code }
+    user { id phone email userType market { code } }
+"""
+
+REQUEST_CODE = """
+mutation ($phone: String!) {
+  requestLoginCode(phone: $phone) { market { code currency } expiresAt resendAfter }
+}
+"""
+
+VERIFY_CODE = f"""
+mutation ($phone: String!, $code: String!) {{
+  verifyLoginCode(phone: $phone, code: $code) {{ {AUTH_FIELDS} }}
+}}
+"""
+
+REGISTER = f"""
+mutation ($input: RegisterInput!) {{ register(input: $input) {{ {AUTH_FIELDS} }} }}
+"""
+
+LOGIN = f"""
+mutation ($email: String!, $password: String!) {{
+  login(email: $email, password: $password) {{ {AUTH_FIELDS} }}
+}}
+"""
+
+REFRESH = f"""
+mutation ($token: String!) {{ refreshToken(refreshToken: $token) {{ {AUTH_FIELDS} }} }}
+"""
+
+LOGOUT = """
+mutation ($token: String!, $all: Boolean) { logout(refreshToken: $token, allSessions: $all) }
+"""
+
+DEFAULT_PASSWORD = "correct horse battery"
+
+VIEWER = "{ viewer { id phone email userType preferences timezone market { code } } }"
+
+
+@asynccontextmanager
+async def http_client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process HTTP client for `app` (peer 127.0.0.1, a trusted proxy by default)."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+async def gql(
+    client: httpx.AsyncClient,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    *,
+    token: str | None = None,
+    api_key: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """POST one GraphQL operation; the decoded JSON body (HTTP 200 asserted)."""
+    sent = dict(headers or {})
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    if api_key is not None:
+        sent["Authorization"] = f"ApiKey {api_key}"
+    payload: dict[str, Any] = {"query": query}
+    if variables is not None:
+        payload["variables"] = variables
+    response = await client.post("/graphql", json=payload, headers=sent)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def data(body: dict[str, Any]) -> dict[str, Any]:
+    """The `data` of a body that must have no errors."""
+    assert "errors" not in body, body.get("errors")
+    result: dict[str, Any] = body["data"]
+    return result
+
+
+def error(body: dict[str, Any]) -> dict[str, Any]:
+    """The one error of a failed body."""
+    errors = body.get("errors")
+    assert errors, f"expected an error, got {body}"
+    assert len(errors) == 1, errors
+    first: dict[str, Any] = errors[0]
+    return first
+
+
+def error_code(body: dict[str, Any]) -> str:
+    code: str = error(body)["extensions"]["code"]
+    return code
+
+
+def sms_code(app: Starlette, phone: str) -> str:
+    """The last code the in-memory SMS backend sent to `phone` (E.164)."""
+    sms = app.state.services.sms
+    assert isinstance(sms, MemorySms)
+    return sms.last_code(phone)
+
+
+async def request_code(
+    client: httpx.AsyncClient, phone: str, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return await gql(client, REQUEST_CODE, {"phone": phone}, headers=headers)
+
+
+async def verify_code(client: httpx.AsyncClient, phone: str, code: str) -> dict[str, Any]:
+    return await gql(client, VERIFY_CODE, {"phone": phone, "code": code})
+
+
+async def phone_login(client: httpx.AsyncClient, app: Starlette, phone: str) -> dict[str, Any]:
+    """Request a code for `phone` (E.164), read it from the SMS backend, verify it:
+    the AuthPayload."""
+    data(await request_code(client, phone))
+    payload: dict[str, Any] = data(await verify_code(client, phone, sms_code(app, phone)))[
+        "verifyLoginCode"
+    ]
+    return payload
+
+
+async def register(
+    client: httpx.AsyncClient,
+    email: str,
+    password: str = DEFAULT_PASSWORD,
+    *,
+    market: str = "kg",
+    **extra: Any,
+) -> dict[str, Any]:
+    """The body of `register` in `market` (errors left to the caller)."""
+    return await gql(
+        client,
+        REGISTER,
+        {"input": {"email": email, "password": password, **extra}},
+        headers={"X-Market": market},
+    )
+
+
+async def login(
+    client: httpx.AsyncClient,
+    email: str,
+    password: str,
+    *,
+    market: str = "kg",
+    ip: str | None = None,
+) -> dict[str, Any]:
+    headers = {"X-Market": market}
+    if ip is not None:
+        headers["X-Forwarded-For"] = ip
+    return await gql(client, LOGIN, {"email": email, "password": password}, headers=headers)
+
+
+async def refresh(client: httpx.AsyncClient, refresh_token: str) -> dict[str, Any]:
+    return await gql(client, REFRESH, {"token": refresh_token})
+
+
+async def viewer(
+    client: httpx.AsyncClient, token: str, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return await gql(client, VIEWER, token=token, headers=headers)
+
+
+def b64url_decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def b64url_encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def jwt_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A JWT's header and claims, unverified."""
+    header, claims, _ = token.split(".")
+    return json.loads(b64url_decode(header)), json.loads(b64url_decode(claims))
+
+
+async def allow_resend(kv: KeyValueStore, phone: str) -> None:
+    """Let the 60-second resend wait pass for `phone` (E.164): drop its resend marker."""
+    await kv.delete(f"lc:resend:{phone}")
+
+
+async def placement(
+    stores: Databases, role: Role, column: InstrumentedAttribute[Any], value: object
+) -> dict[str, int]:
+    """How many rows of `column`'s table have `column == value`, in the `role` store of
+    every market, asked of each store directly."""
+    counts = {}
+    for market in stores.settings.markets.codes:
+        async with stores.store(market, role).connect() as conn:
+            statement = select(func.count()).select_from(column.class_).where(column == value)
+            counts[market] = (await conn.execute(statement)).scalar_one()
+    return counts
+
+
+def write_private_key(path: Path, kind: str) -> Path:
+    """A fresh `rsa` or `ed25519` private key as PEM at `path`."""
+    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if kind == "rsa"
+        else ed25519.Ed25519PrivateKey.generate()
+    )
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return path
+
+
+def public_pem(private_key_file: Path) -> bytes:
+    """The PEM public key of the private key at `private_key_file`."""
+    private = serialization.load_pem_private_key(private_key_file.read_bytes(), password=None)
+    return private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
