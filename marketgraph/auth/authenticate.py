@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from marketgraph.auth import api_keys
 from marketgraph.auth.principal import Principal
@@ -23,6 +24,23 @@ async def revoke_access_token(kv: KeyValueStore, jti: str, expires_at: dt.dateti
     remaining = (expires_at - dt.datetime.now(dt.UTC)).total_seconds()
     if remaining > 0:
         await kv.set(_revoked_key(jti), "1", remaining + 60)
+
+
+def _user_cutoff_key(market: str, user_id: uuid.UUID) -> str:
+    return f"revoked-before:{market}:{user_id}"
+
+
+async def revoke_user_tokens(
+    kv: KeyValueStore, market: str, user_id: uuid.UUID, access_ttl: int
+) -> None:
+    """Refuse the user's access tokens issued before this second (logout from all sessions).
+
+    `iat` has whole seconds, so a token issued in this very second survives: the one
+    presented with the logout is revoked by its id, and a sign-in right after the
+    logout must keep working.
+    """
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+    await kv.set(_user_cutoff_key(market, user_id), str(now), access_ttl + 60)
 
 
 async def authenticate(
@@ -51,6 +69,9 @@ async def authenticate(
         if subject is None or subject.market != claims.market or claims.market not in markets:
             raise DomainError(ErrorCode.UNAUTHENTICATED, "The access token is not valid")
         if await kv.get(_revoked_key(claims.jti)) is not None:
+            raise DomainError(ErrorCode.UNAUTHENTICATED, "The access token was revoked")
+        cutoff = await kv.get(_user_cutoff_key(claims.market, subject.key))
+        if cutoff is not None and claims.issued_at < float(cutoff):
             raise DomainError(ErrorCode.UNAUTHENTICATED, "The access token was revoked")
         return Principal(
             market=claims.market,

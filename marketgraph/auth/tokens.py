@@ -47,6 +47,7 @@ class AccessClaims:
     market: str
     roles: frozenset[str]
     jti: str
+    issued_at: float  # unix seconds
     expires_at: dt.datetime
 
 
@@ -177,6 +178,7 @@ class TokenService:
                 market=str(claims["mkt"]),
                 roles=frozenset(roles),
                 jti=str(claims["jti"]),
+                issued_at=float(claims["iat"]),
                 expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.UTC),
             )
         except jwt.ExpiredSignatureError:

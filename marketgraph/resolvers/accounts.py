@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from marketgraph.auth import api_keys, passwords, refresh_tokens
 from marketgraph.auth.api_keys import CreatedApiKey
-from marketgraph.auth.authenticate import revoke_access_token
+from marketgraph.auth.authenticate import revoke_access_token, revoke_user_tokens
 from marketgraph.auth.login_codes import Challenge
 from marketgraph.auth.principal import ADMIN, MEMBER
 from marketgraph.auth.tokens import AccessToken, TokenService
@@ -390,15 +390,18 @@ async def refresh_session(ctx: RequestContext, token: str) -> SignedIn:
 
 
 async def logout(ctx: RequestContext, token: str, *, all_sessions: bool) -> None:
-    """Revoke the refresh token's family (or all the user's), and the presented access token.
+    """Revoke the refresh token's family and the presented access token; with `all_sessions`
+    every family of the user and every access token issued before this second.
 
     Holding a refresh token is the authority to end its session (as in RFC 7009).
     """
     market = ctx.markets.get(refresh_tokens.market_of(token))
     if market is not None:
-        await refresh_tokens.revoke(
+        owner = await refresh_tokens.revoke(
             ctx.databases.store(market.code, "auth"), token, all_sessions=all_sessions
         )
+        if owner is not None and all_sessions:
+            await revoke_user_tokens(ctx.kv, market.code, owner, ctx.settings.access_token_ttl)
     principal = ctx.principal
     if principal is not None and principal.token_id and principal.token_expires_at:
         await revoke_access_token(ctx.kv, principal.token_id, principal.token_expires_at)

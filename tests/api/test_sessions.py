@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,25 @@ async def test_logout_all_sessions_revokes_every_family(
     # Every token of the user who logged out is revoked, none of the neighbour's.
     assert sorted(revoked.values(), key=sorted) == [{False}, {True}]
     assert len(rows) == 5
+
+
+async def test_logout_all_sessions_ends_the_other_access_tokens_too(
+    app_factory: AppFactory, stores: Databases, kv: KeyValueStore
+) -> None:
+    app = app_factory(kv=kv)
+    async with http_client(app) as client:
+        laptop = await phone_login(client, app, KG)
+        await allow_resend(kv, KG)
+        tablet = await phone_login(client, app, KG)
+        # Tokens carry whole-second `iat`; step into the next second so the laptop's token
+        # is unambiguously older than the logout.
+        await asyncio.sleep(1.0 - time.time() % 1.0 + 0.01)
+        assert data(await logout(client, tablet["refreshToken"], all_sessions=True))
+        assert error_code(await viewer(client, laptop["accessToken"])) == "UNAUTHENTICATED"
+        # Signing in again right after the logout works.
+        await allow_resend(kv, KG)
+        again = await phone_login(client, app, KG)
+        assert data(await viewer(client, again["accessToken"]))["viewer"]["phone"] == KG
 
 
 async def test_logout_with_an_unknown_token_ends_nothing(

@@ -187,17 +187,11 @@ async def test_rows_land_in_the_stores_schema(shared_stores: Databases) -> None:
     try:
         # Schema names are identifiers of our own making, not input.
         skus = {
-            schema: sorted(
-                r["sku"]
-                for r in await conn.fetch(f"SELECT sku FROM {schema}.products")
-            )
+            schema: sorted(r["sku"] for r in await conn.fetch(f"SELECT sku FROM {schema}.products"))
             for schema in ("kg_app", "us_app")
         }
         phones = {
-            schema: [
-                r["phone"]
-                for r in await conn.fetch(f"SELECT phone FROM {schema}.users")
-            ]
+            schema: [r["phone"] for r in await conn.fetch(f"SELECT phone FROM {schema}.users")]
             for schema in ("kg_auth", "us_auth")
         }
         leaked = await conn.fetchval(
