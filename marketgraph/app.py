@@ -26,6 +26,7 @@ from marketgraph.context import RequestContext
 from marketgraph.errors import DomainError, format_error
 from marketgraph.health import health_routes
 from marketgraph.logs import configure_logging
+from marketgraph.metrics import Metrics, MetricsMiddleware, count_statements, metrics_endpoint
 from marketgraph.middleware import RequestIdMiddleware, client_ip
 from marketgraph.schema import build_schema
 from marketgraph.services import Services, open_services
@@ -105,7 +106,11 @@ class GraphQLView(GraphQL[RequestContext, None]):
         request_id = request.scope.get("state", {}).get("request_id")
         data: GraphQLHTTPResponse = {"data": result.data}
         if result.errors:
-            data["errors"] = [format_error(e, request_id).formatted for e in result.errors]
+            errors = [format_error(e, request_id) for e in result.errors]
+            data["errors"] = [e.formatted for e in errors]
+            metrics: Metrics = request.app.state.metrics
+            for error in errors:
+                metrics.graphql_errors.labels(str((error.extensions or {}).get("code"))).inc()
         if result.extensions:
             data["extensions"] = result.extensions
         return data
@@ -120,6 +125,13 @@ async def jwks(request: Request) -> Response:
     return Response(orjson.dumps(services.tokens.jwks()), media_type="application/json")
 
 
+def install_services(app: Starlette, services: Services) -> None:
+    """Hand open services to the app: requests borrow them, metrics watch them."""
+    app.state.services = services
+    count_statements(services.databases)
+    app.state.metrics.watch_pools(services.databases)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI app; nothing is opened until the lifespan starts."""
     settings = settings or Settings.from_env()
@@ -129,7 +141,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         services = await open_services(settings)
-        app.state.services = services
+        install_services(app, services)
         log.info(
             "marketgraph started",
             environment=settings.environment,
@@ -142,7 +154,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await services.close()
 
-    middleware = [Middleware(RequestIdMiddleware)]
+    metrics = Metrics()
+    middleware = [Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware, metrics=metrics)]
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -157,10 +170,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
         Route("/.well-known/jwks.json", jwks),
+        Route("/metrics", metrics_endpoint),
         *health_routes(),
         *webhook_routes(),
     ]
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.metrics = metrics
+    return app
 
 
 def create_app_from_env() -> Starlette:

@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from starlette.applications import Starlette
 
-from marketgraph.app import create_app
+from marketgraph.app import create_app, install_services
 from marketgraph.db import migrate
 from marketgraph.db.databases import Databases, Store
 from marketgraph.db.embedded import EmbeddedPostgres, asyncpg_dsn
@@ -191,7 +191,7 @@ def app_factory(stores: Databases) -> Callable[..., Starlette]:
             {**stores.settings.model_dump(), "sms_backend": "memory", **overrides}
         )
         app = create_app(settings)
-        app.state.services = build_services(settings, stores, kv or MemoryStore())
+        install_services(app, build_services(settings, stores, kv or MemoryStore()))
         return app
 
     return build

@@ -1,0 +1,164 @@
+"""Prometheus metrics: request latency, GraphQL errors by code, pools per store, and SQL
+statements per request.
+
+Each app has its own registry (no global state), served at `/metrics`.
+Statements are counted by a `before_cursor_execute` listener on every engine into a
+counter the request's context variable holds; SQLAlchemy runs the listener in a
+greenlet that shares the request task's context, so concurrent requests never mix
+their counts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+from sqlalchemy import event
+from sqlalchemy.pool import QueuePool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from marketgraph.db.databases import Databases
+
+
+@dataclass(slots=True)
+class StatementCount:
+    """Statements one request ran, by store name (`kg.app`)."""
+
+    by_store: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_store.values())
+
+
+statement_count: ContextVar[StatementCount | None] = ContextVar("statement_count", default=None)
+
+
+def count_statements(databases: Databases) -> None:
+    """Attach the counting listener to every engine (once per engine)."""
+    for engine in databases.engines:
+        if event.contains(engine.sync_engine, "before_cursor_execute", _on_statement):
+            continue
+        event.listen(engine.sync_engine, "before_cursor_execute", _on_statement)
+
+
+def _on_statement(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> None:
+    counter = statement_count.get()
+    if counter is None:
+        return
+    translate = conn.get_execution_options().get("schema_translate_map") or {}
+    schema = translate.get(None, "other")
+    store = schema.replace("_", ".", 1) if isinstance(schema, str) else "other"
+    counter.by_store[store] = counter.by_store.get(store, 0) + 1
+
+
+class Metrics:
+    """The app's instruments."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.request_seconds = Histogram(
+            "marketgraph_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.graphql_errors = Counter(
+            "marketgraph_graphql_errors_total",
+            "GraphQL errors answered, by extensions.code",
+            ["code"],
+            registry=self.registry,
+        )
+        self.statements = Histogram(
+            "marketgraph_sql_statements_per_request",
+            "SQL statements one request ran",
+            ["route"],
+            buckets=(0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+            registry=self.registry,
+        )
+
+    def watch_pools(self, databases: Databases) -> None:
+        self.registry.register(_PoolCollector(databases))
+
+
+class _PoolCollector(Collector):
+    def __init__(self, databases: Databases) -> None:
+        self._databases = databases
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        size = GaugeMetricFamily("marketgraph_pool_size", "Pool size", labels=["store"])
+        out = GaugeMetricFamily(
+            "marketgraph_pool_checked_out", "Connections in use", labels=["store"]
+        )
+        overflow = GaugeMetricFamily(
+            "marketgraph_pool_overflow", "Connections over the pool size", labels=["store"]
+        )
+        for store in self._databases.stores:
+            pool = store.engine.pool
+            if isinstance(pool, QueuePool):
+                name = str(store.key)
+                size.add_metric([name], pool.size())
+                out.add_metric([name], pool.checkedout())
+                overflow.add_metric([name], max(pool.overflow(), 0))
+        yield from (size, out, overflow)
+
+
+_ROUTES = {
+    "/graphql",
+    "/health",
+    "/health/ready",
+    "/health/detailed",
+    "/metrics",
+    "/webhooks/payments",
+    "/.well-known/jwks.json",
+}
+
+
+class MetricsMiddleware:
+    """Times every HTTP request and counts its SQL statements."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = scope["path"] if scope["path"] in _ROUTES else "other"
+        status = 500
+        counter = StatementCount()
+        token = statement_count.set(counter)
+        started = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            statement_count.reset(token)
+            elapsed = time.perf_counter() - started
+            self.metrics.request_seconds.labels(scope["method"], route, str(status)).observe(
+                elapsed
+            )
+            self.metrics.statements.labels(route).observe(counter.total)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

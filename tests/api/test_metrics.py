@@ -1,0 +1,22 @@
+"""/metrics: what Prometheus scrapes."""
+
+from __future__ import annotations
+
+import httpx
+
+
+async def test_metrics_count_requests_errors_pools_and_statements(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.post("/graphql", json={"query": "{ products(first: 5) { edges { cursor } } }"})
+    await client.post("/graphql", json={"query": "{ products(first: 500) { edges { cursor } } }"})
+    body = (await client.get("/metrics")).text
+    assert (
+        'marketgraph_http_request_duration_seconds_count{method="POST",route="/graphql",'
+        'status="200"} 2.0' in body
+    )
+    assert 'marketgraph_graphql_errors_total{code="BAD_USER_INPUT"} 1.0' in body
+    assert 'marketgraph_pool_size{store="kg.app"}' in body
+    # The first request read the catalog with one statement; the refused one ran none.
+    assert 'marketgraph_sql_statements_per_request_bucket{le="0.0",route="/graphql"} 1.0' in body
+    assert 'marketgraph_sql_statements_per_request_sum{route="/graphql"} 1.0' in body
