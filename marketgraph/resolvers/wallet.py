@@ -146,7 +146,9 @@ async def grant_credit(
             session, user.key, amount_minor, WalletTransactionKind.GRANT, reason=reason
         )
     assert row is not None  # only external ids can repeat
-    ctx.loaders_for(user.market).wallets_by_user.clear(user.key)
+    loaders = ctx.loaders_for(user.market)
+    loaders.wallets_by_user.clear(user.key)
+    loaders.transactions_by_user.clear_all()
     return user.market, row
 
 
