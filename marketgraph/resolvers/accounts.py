@@ -30,6 +30,7 @@ from marketgraph.db.models.base import new_id
 from marketgraph.errors import DomainError, ErrorCode
 from marketgraph.ids import decode_id, encode_id
 from marketgraph.markets import Market, detect_market
+from marketgraph.resolvers.statements import one_per_key
 from marketgraph.settings import Settings
 
 if TYPE_CHECKING:
@@ -205,9 +206,7 @@ async def get_user(auth: Store, user_id: uuid.UUID) -> Row[Any] | None:
 
 async def load_users_by_id(conn: AsyncConnection, keys: list[uuid.UUID]) -> list[Row[Any] | None]:
     """Batch function of the users loader: one select for every key of a tick, in key order."""
-    rows = (await conn.execute(select(*USER_COLUMNS).where(User.id.in_(keys)))).all()
-    by_id = {row.id: row for row in rows}
-    return [by_id.get(key) for key in keys]
+    return await one_per_key(conn, USER_COLUMNS, User.id, keys)
 
 
 def _check_profile(values: dict[str, str | None]) -> None:

@@ -18,6 +18,7 @@ from marketgraph.db.models.app import Cart, CartItem, Product
 from marketgraph.db.models.base import new_id
 from marketgraph.errors import DomainError, ErrorCode
 from marketgraph.ids import decode_id
+from marketgraph.resolvers.statements import many_per_key, one_per_key
 
 if TYPE_CHECKING:
     from marketgraph.context import RequestContext
@@ -28,24 +29,14 @@ MAX_QUANTITY = 10_000
 
 
 async def load_carts_by_user(conn: AsyncConnection, keys: list[uuid.UUID]) -> list[Row[Any] | None]:
-    rows = (await conn.execute(select(*CART_COLUMNS).where(Cart.user_id.in_(keys)))).all()
-    by_user = {row.user_id: row for row in rows}
-    return [by_user.get(key) for key in keys]
+    return await one_per_key(conn, CART_COLUMNS, Cart.user_id, keys)
 
 
 async def load_cart_items_by_cart(
     conn: AsyncConnection, keys: list[uuid.UUID]
 ) -> list[list[Row[Any]]]:
     """Each cart's items in the order they were added."""
-    rows = (
-        await conn.execute(
-            select(*CART_ITEM_COLUMNS).where(CartItem.cart_id.in_(keys)).order_by(CartItem.id)
-        )
-    ).all()
-    by_cart: dict[uuid.UUID, list[Row[Any]]] = {key: [] for key in keys}
-    for row in rows:
-        by_cart[row.cart_id].append(row)
-    return [by_cart[key] for key in keys]
+    return await many_per_key(conn, CART_ITEM_COLUMNS, CartItem.cart_id, CartItem.id, keys)
 
 
 async def lock_cart(session: AsyncSession, user_id: uuid.UUID) -> uuid.UUID:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from marketgraph.db.models.app import Product, product_search_document
 from marketgraph.resolvers.pagination import Page, page_of
+from marketgraph.resolvers.statements import one_per_key
 
 PRODUCT_COLUMNS = tuple(Product.__table__.c)
 # The GIN index's own expression, so searches use the index.
@@ -21,9 +22,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 async def load_products_by_id(
     conn: AsyncConnection, keys: list[uuid.UUID]
 ) -> list[Row[Any] | None]:
-    rows = (await conn.execute(select(*PRODUCT_COLUMNS).where(Product.id.in_(keys)))).all()
-    by_id = {row.id: row for row in rows}
-    return [by_id.get(key) for key in keys]
+    return await one_per_key(conn, PRODUCT_COLUMNS, Product.id, keys)
 
 
 def search_query(text: str) -> str | None:

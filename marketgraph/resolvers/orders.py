@@ -30,6 +30,7 @@ from marketgraph.errors import DomainError, ErrorCode
 from marketgraph.ids import decode_id, encode_id
 from marketgraph.resolvers.cart import lock_cart
 from marketgraph.resolvers.pagination import Page, PageKey, load_pages
+from marketgraph.resolvers.statements import many_per_key, one_per_key
 from marketgraph.resolvers.wallet import lock_wallet
 
 if TYPE_CHECKING:
@@ -41,9 +42,7 @@ MAX_IDEMPOTENCY_KEY = 128
 
 
 async def load_orders_by_id(conn: AsyncConnection, keys: list[uuid.UUID]) -> list[Row[Any] | None]:
-    rows = (await conn.execute(select(*ORDER_COLUMNS).where(Order.id.in_(keys)))).all()
-    by_id = {row.id: row for row in rows}
-    return [by_id.get(key) for key in keys]
+    return await one_per_key(conn, ORDER_COLUMNS, Order.id, keys)
 
 
 async def load_orders_by_user(conn: AsyncConnection, keys: list[PageKey]) -> list[Page]:
@@ -54,15 +53,7 @@ async def load_orders_by_user(conn: AsyncConnection, keys: list[PageKey]) -> lis
 async def load_order_items_by_order(
     conn: AsyncConnection, keys: list[uuid.UUID]
 ) -> list[list[Row[Any]]]:
-    rows = (
-        await conn.execute(
-            select(*ORDER_ITEM_COLUMNS).where(OrderItem.order_id.in_(keys)).order_by(OrderItem.id)
-        )
-    ).all()
-    by_order: dict[uuid.UUID, list[Row[Any]]] = {key: [] for key in keys}
-    for row in rows:
-        by_order[row.order_id].append(row)
-    return [by_order[key] for key in keys]
+    return await many_per_key(conn, ORDER_ITEM_COLUMNS, OrderItem.order_id, OrderItem.id, keys)
 
 
 def format_order_number(market: str, sequence: int) -> str:

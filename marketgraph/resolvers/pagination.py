@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ARRAY, Integer, Row, Select, Uuid, bindparam, func, or_, select, true
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import InstrumentedAttribute
 
 from marketgraph.errors import DomainError, ErrorCode
+from marketgraph.resolvers.statements import pages_by_owner
 
 MAX_FIRST = 100
 
@@ -73,26 +74,13 @@ async def load_pages(
     owner: InstrumentedAttribute[uuid.UUID],
     key: InstrumentedAttribute[uuid.UUID],
 ) -> list[Page]:
-    """Each key's page, newest first, in ONE statement: a LATERAL subquery per parent over
-    the (owner, id) index, so a parent with many rows costs no more than one with few."""
-    k = (
-        func.unnest(
-            bindparam("owners", [pk.owner for pk in keys], type_=ARRAY(Uuid)),
-            bindparam("afters", [pk.after for pk in keys], type_=ARRAY(Uuid)),
-            bindparam("limits", [pk.first + 1 for pk in keys], type_=ARRAY(Integer)),
-        )
-        .table_valued("owner", "after", "lim", with_ordinality="idx")
-        .render_derived(name="k")
-    )
-    inner: Select[Any] = (
-        select(*columns)
-        .where(owner == k.c.owner, or_(k.c.after.is_(None), key < k.c.after))
-        .order_by(key.desc())
-        .limit(k.c.lim)
-    )
-    lateral = inner.lateral("p")
-    stmt = select(k.c.idx.label("page_index"), lateral).select_from(k).join(lateral, true())
+    """Each key's page, newest first, in ONE statement (see `statements.pages_by_owner`)."""
+    params = {
+        "owners": [pk.owner for pk in keys],
+        "afters": [pk.after for pk in keys],
+        "limits": [pk.first + 1 for pk in keys],
+    }
     rows_by_key: list[list[Row[Any]]] = [[] for _ in keys]
-    for row in (await conn.execute(stmt)).all():
+    for row in (await conn.execute(pages_by_owner(columns, owner, key), params)).all():
         rows_by_key[row.page_index - 1].append(row)
     return [page_of(rows, pk.first) for rows, pk in zip(rows_by_key, keys, strict=True)]

@@ -22,6 +22,7 @@ from marketgraph.db.models.base import new_id
 from marketgraph.errors import DomainError, ErrorCode
 from marketgraph.ids import decode_id
 from marketgraph.resolvers.pagination import Page, PageKey, load_pages
+from marketgraph.resolvers.statements import one_per_key
 
 if TYPE_CHECKING:
     from marketgraph.context import RequestContext
@@ -34,9 +35,7 @@ MAX_CREDIT = 10**12
 async def load_wallets_by_user(
     conn: AsyncConnection, keys: list[uuid.UUID]
 ) -> list[Row[Any] | None]:
-    rows = (await conn.execute(select(*WALLET_COLUMNS).where(Wallet.user_id.in_(keys)))).all()
-    by_user = {row.user_id: row for row in rows}
-    return [by_user.get(key) for key in keys]
+    return await one_per_key(conn, WALLET_COLUMNS, Wallet.user_id, keys)
 
 
 async def load_transactions_by_user(conn: AsyncConnection, keys: list[PageKey]) -> list[Page]:
@@ -49,11 +48,7 @@ async def load_transactions_by_user(conn: AsyncConnection, keys: list[PageKey]) 
 async def load_transactions_by_id(
     conn: AsyncConnection, keys: list[uuid.UUID]
 ) -> list[Row[Any] | None]:
-    rows = (
-        await conn.execute(select(*TRANSACTION_COLUMNS).where(WalletTransaction.id.in_(keys)))
-    ).all()
-    by_id = {row.id: row for row in rows}
-    return [by_id.get(key) for key in keys]
+    return await one_per_key(conn, TRANSACTION_COLUMNS, WalletTransaction.id, keys)
 
 
 async def lock_wallet(session: AsyncSession, user_id: uuid.UUID) -> Row[Any]:
