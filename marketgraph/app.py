@@ -28,6 +28,7 @@ from marketgraph.health import health_routes
 from marketgraph.logs import configure_logging
 from marketgraph.metrics import Metrics, MetricsMiddleware, count_statements, metrics_endpoint
 from marketgraph.middleware import RequestIdMiddleware, client_ip
+from marketgraph.planner import Planner
 from marketgraph.schema import build_schema
 from marketgraph.services import Services, open_services
 from marketgraph.settings import Settings
@@ -46,6 +47,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
             allow_queries_via_get=True,
         )
         self.settings = settings
+        self.planner = Planner(schema) if settings.query_planner != "off" else None
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -82,6 +84,10 @@ class GraphQLView(GraphQL[RequestContext, None]):
         """Strawberry's run, plus: a request refused before execution (bad credentials,
         unknown market) still answers as a GraphQL error with its code."""
         try:
+            if self.planner is not None and context is UNSET:
+                planned = await self._planned(request)
+                if planned is not None:
+                    return planned
             return await super().run(request, context, root_value)
         except DomainError as exc:
             request_id = request.scope.get("state", {}).get("request_id")
@@ -99,6 +105,38 @@ class GraphQLView(GraphQL[RequestContext, None]):
                 ],
             }
             return Response(orjson.dumps(body), media_type="application/json")
+
+    async def _planned(self, request: Request) -> Response | None:
+        """The planner's answer, or None to let Strawberry execute (and answer errors).
+
+        `shadow` serves Strawberry's answer and logs any difference from the plan's.
+        """
+        assert self.planner is not None
+        outcomes = request.app.state.metrics.planner
+        params = await graphql_params(request)
+        prepared = self.planner.prepare(*params) if params is not None else None
+        if prepared is None:
+            outcomes.labels("strawberry").inc()
+            return None
+        context = await self.get_context(request, Response())
+        try:
+            body = orjson.dumps({"data": await self.planner.execute(prepared, context)})
+        except Exception as exc:
+            log.debug("planned run fell back", reason=repr(exc))
+            outcomes.labels("fallback").inc()
+            return None
+        outcomes.labels("planned").inc()
+        if self.settings.query_planner != "shadow":
+            return Response(body, media_type="application/json")
+        served = await super().run(request)
+        if served.body != body:
+            log.warning(
+                "planner differs from Strawberry",
+                query=params[0] if params else None,
+                planned=body.decode(),
+                strawberry=bytes(served.body).decode(),
+            )
+        return served
 
     async def process_result(
         self, request: Request, result: ExecutionResult
@@ -123,6 +161,41 @@ async def jwks(request: Request) -> Response:
     """Public verification keys (empty with a shared HS256 secret)."""
     services: Services = request.app.state.services
     return Response(orjson.dumps(services.tokens.jwks()), media_type="application/json")
+
+
+async def graphql_params(
+    request: Request,
+) -> tuple[str, str | None, dict[str, Any] | None] | None:
+    """(query, operationName, variables) of a plain GraphQL request: a JSON POST or a GET
+    with `query`. Anything else (batches, uploads, GraphiQL pages) is Strawberry's."""
+    if request.method == "POST":
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return None
+        try:
+            payload = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return None
+    elif request.method == "GET" and "query" in request.query_params:
+        payload = dict(request.query_params)
+        if "variables" in payload:
+            try:
+                payload["variables"] = orjson.loads(payload["variables"])
+            except orjson.JSONDecodeError:
+                return None
+    else:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    query, name, variables = (
+        payload.get("query"),
+        payload.get("operationName"),
+        payload.get("variables"),
+    )
+    if not isinstance(query, str) or not isinstance(name, str | None):
+        return None
+    if not isinstance(variables, dict | None):
+        return None
+    return query, name, variables
 
 
 def install_services(app: Starlette, services: Services) -> None:

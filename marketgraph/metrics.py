@@ -43,24 +43,34 @@ class StatementCount:
 statement_count: ContextVar[StatementCount | None] = ContextVar("statement_count", default=None)
 
 
-def count_statements(databases: Databases) -> None:
-    """Attach the counting listener to every engine (once per engine)."""
-    for engine in databases.engines:
-        if event.contains(engine.sync_engine, "before_cursor_execute", _on_statement):
-            continue
-        event.listen(engine.sync_engine, "before_cursor_execute", _on_statement)
-
-
-def _on_statement(
-    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
-) -> None:
+def record_statement(databases: Databases, store: str, statement: str) -> None:
+    """Count one statement on `store` for the current request and tell the observers
+    (tests and the benchmark count statements per operation through them)."""
     counter = statement_count.get()
-    if counter is None:
-        return
-    translate = conn.get_execution_options().get("schema_translate_map") or {}
-    schema = translate.get(None, "other")
-    store = schema.replace("_", ".", 1) if isinstance(schema, str) else "other"
-    counter.by_store[store] = counter.by_store.get(store, 0) + 1
+    if counter is not None:
+        counter.by_store[store] = counter.by_store.get(store, 0) + 1
+    for observer in databases.statement_observers:
+        observer(store, statement)
+
+
+def count_statements(databases: Databases) -> None:
+    """Record every statement SQLAlchemy sends to these engines (listener added once)."""
+    store_by_schema = {store.schema: str(store.key) for store in databases.stores}
+
+    def on_statement(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
+        options = context.execution_options if context is not None else {}
+        translate = options.get("schema_translate_map") or conn.get_execution_options().get(
+            "schema_translate_map", {}
+        )
+        record_statement(databases, store_by_schema.get(translate.get(None), "other"), statement)
+
+    for engine in databases.engines:
+        if getattr(engine.sync_engine, "_marketgraph_counted", False):
+            continue
+        event.listen(engine.sync_engine, "before_cursor_execute", on_statement)
+        engine.sync_engine._marketgraph_counted = True  # type: ignore[attr-defined]
 
 
 class Metrics:
@@ -78,6 +88,13 @@ class Metrics:
             "marketgraph_graphql_errors_total",
             "GraphQL errors answered, by extensions.code",
             ["code"],
+            registry=self.registry,
+        )
+        self.planner = Counter(
+            "marketgraph_planner_requests_total",
+            "GraphQL requests by how they were served: planned, fallback (the plan raised and "
+            "Strawberry re-ran it) or strawberry (not plannable)",
+            ["outcome"],
             registry=self.registry,
         )
         self.statements = Histogram(

@@ -12,8 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Row, event, func, insert, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import Row, func, insert, select, update
 from starlette.applications import Starlette
 
 from marketgraph.auth.principal import ADMIN, MEMBER
@@ -33,6 +32,7 @@ from marketgraph.db.models.app import (
 from marketgraph.db.models.auth import User, UserType
 from marketgraph.db.models.base import new_id
 from marketgraph.ids import encode_id
+from marketgraph.metrics import count_statements
 from marketgraph.resolvers.accounts import USER_COLUMNS
 from tests.helpers import http_client
 
@@ -261,41 +261,26 @@ def gid(type_name: str, market: str, key: uuid.UUID) -> str:
 
 
 class SqlCounter:
-    """Statements sent to each store ("kg.app", ...), told apart by the schema a statement ran
-    under (so it works when stores share an engine). Counts only inside `counting()`."""
+    """Statements sent to each store ("kg.app", ...), whichever path sent them (loaders
+    through SQLAlchemy, or the planner on the raw driver). Counts only inside `counting()`."""
 
     def __init__(self, databases: Databases) -> None:
         self.counts: Counter[str] = Counter()
         self.statements: list[tuple[str, str]] = []
         self._active = False
-        self._store_by_schema = {str(s.schema): str(s.key) for s in databases.stores}
-        self._engines = [engine.sync_engine for engine in databases.engines]
+        self._databases = databases
 
-    def _before_cursor_execute(
-        self,
-        conn: Connection,
-        cursor: Any,
-        statement: str,
-        parameters: Any,
-        context: Any,
-        executemany: bool,
-    ) -> None:
-        if not self._active:
-            return
-        translate = (context.execution_options if context is not None else {}).get(
-            "schema_translate_map"
-        ) or conn.get_execution_options().get("schema_translate_map", {})
-        store = self._store_by_schema.get(translate.get(None), "unknown")
-        self.counts[store] += 1
-        self.statements.append((store, statement))
+    def _observe(self, store: str, statement: str) -> None:
+        if self._active:
+            self.counts[store] += 1
+            self.statements.append((store, statement))
 
     def install(self) -> None:
-        for engine in self._engines:
-            event.listen(engine, "before_cursor_execute", self._before_cursor_execute)
+        count_statements(self._databases)
+        self._databases.statement_observers.append(self._observe)
 
     def remove(self) -> None:
-        for engine in self._engines:
-            event.remove(engine, "before_cursor_execute", self._before_cursor_execute)
+        self._databases.statement_observers.remove(self._observe)
 
     @contextmanager
     def counting(self) -> Iterator[Counter[str]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +65,8 @@ class Databases:
     def __init__(self, topology: Topology, settings: Settings) -> None:
         self.topology = topology
         self.settings = settings
+        # Called with (store, SQL) for every statement: how tests and the benchmark count.
+        self.statement_observers: list[Callable[[str, str], None]] = []
         roles_by_url: dict[URL, set[Role]] = {}
         for location in topology:
             roles_by_url.setdefault(location.url, set()).add(location.key.role)

@@ -1,0 +1,148 @@
+"""The query planner: read operations compiled once into batched statements and generated
+builders, beside Strawberry's execution (the reference and the fallback).
+
+`Planner.prepare` answers, for one request, either a compiled operation with its coerced
+variables, or None — mutations, introspection, invalid documents, bad variables and
+anything the compiler does not know go to Strawberry. Plans are cached (LRU) by the
+document, the operation name and the values of the variables that @skip/@include read,
+never by other variables, so one client's plan never carries another's values.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import strawberry
+from graphql import (
+    DocumentNode,
+    FragmentDefinitionNode,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+    VariableNode,
+    parse,
+    validate,
+    visit,
+)
+from graphql.execution.values import get_variable_values
+from graphql.language import Visitor
+
+from marketgraph.context import RequestContext
+from marketgraph.planner.compile import CompileContext, NotPlannable, RootCompiler
+from marketgraph.planner.plan import ObjectPlan
+from marketgraph.planner.runtime import Fallback, Run
+
+__all__ = ["Fallback", "Planner", "Prepared"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Document:
+    """A parsed, validated query operation (or the reason it is not planned)."""
+
+    operation: OperationDefinitionNode | None
+    fragments: dict[str, FragmentDefinitionNode]
+    directive_variables: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    root: ObjectPlan
+    variables: Any  # graphql-core's coerced VariableValues
+
+
+class Planner:
+    """Compiles and runs read operations for one schema."""
+
+    def __init__(self, schema: strawberry.Schema, maxsize: int = 512) -> None:
+        self._schema = schema._schema
+        self._maxsize = maxsize
+        self._documents: OrderedDict[tuple[str, str | None], _Document] = OrderedDict()
+        self._plans: OrderedDict[tuple[Any, ...], ObjectPlan | None] = OrderedDict()
+
+    def prepare(
+        self, query: str, operation_name: str | None, variables: dict[str, Any] | None
+    ) -> Prepared | None:
+        document = self._document(query, operation_name)
+        if document.operation is None:
+            return None
+        coerced = get_variable_values(
+            self._schema, document.operation.variable_definitions or (), variables or {}
+        )
+        if isinstance(coerced, list):  # variable errors: Strawberry words them
+            return None
+        directive_values = {
+            name: bool(coerced.coerced.get(name)) for name in document.directive_variables
+        }
+        key = (query, operation_name, tuple(sorted(directive_values.items())))
+        if key in self._plans:
+            self._plans.move_to_end(key)
+            plan = self._plans[key]
+        else:
+            plan = self._compile(document, directive_values)
+            self._remember(self._plans, key, plan)
+        return Prepared(plan, coerced) if plan is not None else None
+
+    async def execute(self, prepared: Prepared, ctx: RequestContext) -> dict[str, Any]:
+        """The operation's `data`; raises when only Strawberry can answer exactly."""
+        async with Run(ctx, prepared.variables) as run:
+            built = await prepared.root.build(run, [None], ctx.market)
+        return built[0]
+
+    def _document(self, query: str, operation_name: str | None) -> _Document:
+        key = (query, operation_name)
+        cached = self._documents.get(key)
+        if cached is not None:
+            self._documents.move_to_end(key)
+            return cached
+        document = self._parse(query, operation_name)
+        self._remember(self._documents, key, document)
+        return document
+
+    def _parse(self, query: str, operation_name: str | None) -> _Document:
+        unplanned = _Document(None, {}, ())
+        try:
+            ast: DocumentNode = parse(query)
+        except GraphQLError:
+            return unplanned
+        if validate(self._schema, ast):
+            return unplanned
+        operations = [d for d in ast.definitions if isinstance(d, OperationDefinitionNode)]
+        if operation_name is not None:
+            operations = [o for o in operations if o.name and o.name.value == operation_name]
+        if len(operations) != 1 or operations[0].operation != OperationType.QUERY:
+            return unplanned
+        fragments = {
+            d.name.value: d for d in ast.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        return _Document(operations[0], fragments, _directive_variables(ast))
+
+    def _compile(self, document: _Document, directive_values: dict[str, bool]) -> ObjectPlan | None:
+        assert document.operation is not None
+        cc = CompileContext(self._schema, document.fragments, directive_values)
+        try:
+            fields = cc.collect("Query", [document.operation.selection_set])
+            return RootCompiler(cc).query(fields)
+        except NotPlannable:
+            return None
+
+    def _remember(self, cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+        cache[key] = value
+        if len(cache) > self._maxsize:
+            cache.popitem(last=False)
+
+
+def _directive_variables(ast: DocumentNode) -> tuple[str, ...]:
+    """Variables that @skip/@include read: they shape the plan, so they key it."""
+    names: set[str] = set()
+
+    class Directives(Visitor):
+        def enter_directive(self, node: Any, *_: Any) -> None:
+            if node.name.value in ("skip", "include"):
+                for argument in node.arguments:
+                    if isinstance(argument.value, VariableNode):
+                        names.add(argument.value.name.value)
+
+    visit(ast, Directives())
+    return tuple(sorted(names))

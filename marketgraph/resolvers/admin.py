@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Integer, Row, Select, String, Uuid, bindparam, func, select
+from sqlalchemy.dialects.postgresql import JSONB
 
 from marketgraph.db.databases import Databases
 from marketgraph.db.models.app import Order, OrderStatus, Wallet
@@ -109,15 +111,27 @@ async def list_users(
     market = ctx.markets.get(market_code)
     if market is None:
         raise DomainError(ErrorCode.NOT_FOUND, f"No market {market_code!r}", field="market")
-    stmt = select(*USER_COLUMNS).order_by(User.id).limit(first + 1)
-    if after is not None:
-        stmt = stmt.where(User.id > after)
-    if preferences is not None:
-        if not isinstance(preferences, dict):
-            raise DomainError(
-                ErrorCode.BAD_USER_INPUT, "preferences is a JSON object", field="preferences"
-            )
-        stmt = stmt.where(User.preferences.contains(preferences))
+    if preferences is not None and not isinstance(preferences, dict):
+        raise DomainError(
+            ErrorCode.BAD_USER_INPUT, "preferences is a JSON object", field="preferences"
+        )
+    stmt = users_page(USER_COLUMNS, after=after is not None, preferences=preferences is not None)
+    params = {"limit": first + 1, "after": after, "preferences": preferences}
     async with ctx.store_for(market.code, "auth").connect() as conn:
-        rows = (await conn.execute(stmt)).all()
+        rows = (await conn.execute(stmt, params)).all()
     return market, page_of(rows, first)
+
+
+def users_page(columns: Sequence[Any], *, after: bool, preferences: bool) -> Select[Any]:
+    """A page of a market's users in creation order: `:limit` rows after `:after`, whose
+    preferences contain `:preferences` — the statement both execution paths run."""
+    stmt = select(*columns).order_by(User.id).limit(bindparam("limit", type_=Integer))
+    if after:
+        stmt = stmt.where(User.id > bindparam("after", type_=Uuid))
+    if preferences:
+        stmt = stmt.where(User.preferences.contains(bindparam("preferences", type_=JSONB)))
+    return stmt
+
+
+def user_by_phone_statement(columns: Sequence[Any]) -> Select[Any]:
+    return select(*columns).where(User.phone == bindparam("phone", type_=String))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, func, literal_column, select
+from sqlalchemy import Integer, Row, Select, String, Uuid, bindparam, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from marketgraph.db.models.app import Product, product_search_document
@@ -39,18 +40,29 @@ def search_query(text: str) -> str | None:
     return " & ".join(f"'{t}':*" for t in [t for t in terms if _WORD.search(t)][:8]) or None
 
 
+def catalog_page(columns: Sequence[Any], *, after: bool, search: bool) -> Select[Any]:
+    """A page of the catalog in creation order: `:limit` rows, after `:after`, matching the
+    tsquery `:query` — the statement both execution paths run."""
+    stmt = select(*columns).order_by(Product.id).limit(bindparam("limit", type_=Integer))
+    if after:
+        stmt = stmt.where(Product.id > bindparam("after", type_=Uuid))
+    if search:
+        tsquery = func.to_tsquery(
+            literal_column("'simple'::regconfig"), bindparam("query", type_=String)
+        )
+        stmt = stmt.where(SEARCH_DOCUMENT.bool_op("@@")(tsquery))
+    return stmt
+
+
 async def list_products(
     conn: AsyncConnection, first: int, after: uuid.UUID | None, search: str | None
 ) -> Page:
     """A page of the catalog in creation order, optionally matching every word of `search`
     as a prefix of the name's or SKU's words."""
-    stmt = select(*PRODUCT_COLUMNS).order_by(Product.id).limit(first + 1)
-    if after is not None:
-        stmt = stmt.where(Product.id > after)
+    params: dict[str, Any] = {"limit": first + 1, "after": after}
     if search is not None:
-        query = search_query(search)
-        if query is None:
+        params["query"] = search_query(search)
+        if params["query"] is None:
             return Page([], False)
-        tsquery = func.to_tsquery(literal_column("'simple'::regconfig"), query)
-        stmt = stmt.where(SEARCH_DOCUMENT.bool_op("@@")(tsquery))
-    return page_of((await conn.execute(stmt)).all(), first)
+    stmt = catalog_page(PRODUCT_COLUMNS, after=after is not None, search=search is not None)
+    return page_of((await conn.execute(stmt, params)).all(), first)

@@ -47,7 +47,7 @@ def rows_by_keys(
 def pages_by_owner(columns: Sequence[Any], owner: Column, key: Column) -> Select[Any]:
     """Each owner's page, newest first, in ONE statement: a LATERAL subquery per
     (`:owners`, `:afters`, `:limits`) triple over the (owner, id) index, numbered by
-    `page_index` (1-based, the triple's position)."""
+    `page_index` (1-based, the triple's position; the last column)."""
     k = (
         func.unnest(
             bindparam("owners", type_=ARRAY(Uuid)),
@@ -64,7 +64,8 @@ def pages_by_owner(columns: Sequence[Any], owner: Column, key: Column) -> Select
         .limit(k.c.lim)
         .lateral("p")
     )
-    return select(k.c.idx.label("page_index"), inner).select_from(k).join(inner, true())
+    # page_index comes last, so the page's own columns keep their positions.
+    return select(inner, k.c.idx.label("page_index")).select_from(k).join(inner, true())
 
 
 async def one_per_key(
