@@ -28,8 +28,10 @@ from graphql import (
     VariableNode,
 )
 from graphql.execution.values import get_argument_values
+from graphql.type.introspection import TypeNameMetaFieldDef
 from sqlalchemy import Table
 
+from marketgraph.db.databases import Store
 from marketgraph.db.models.app import (
     Cart,
     CartItem,
@@ -167,6 +169,8 @@ class CompileContext:
         """The field's definition; `NotPlannable` when Strawberry guards it in a way the
         planner does not reproduce (a permission class or field extension)."""
         name = nodes[0].name.value
+        if name == "__typename":
+            return TypeNameMetaFieldDef
         owner = self.schema.get_type(type_name)
         definition: GraphQLField | None = getattr(owner, "fields", {}).get(name)
         if definition is None:
@@ -850,6 +854,20 @@ def _index_getter(expr: str) -> Callable[[Any], Any]:
 # --- the root ---------------------------------------------------------------------------------
 
 
+async def one_page(
+    run: Run,
+    store: Store,
+    statement: CompiledStatement,
+    params: dict[str, Any],
+    first: int,
+    connection: ObjectPlan,
+    market: Market,
+) -> list[Any]:
+    """A root connection: `first + 1` rows fetched, the extra one only says there is more."""
+    rows = await run.fetch(store, statement, params)
+    return await connection.build(run, [Page(rows[:first], len(rows) > first)], market)
+
+
 def _not_found(message: str = "Not found") -> DomainError:
     return DomainError(ErrorCode.NOT_FOUND, message)
 
@@ -1028,8 +1046,7 @@ class RootCompiler(Compiler):
                     return await connection.build(run, [Page([], False)], found)
             statement = statements[(after is not None, search is not None)]
             store = ctx.databases.store(found.code, "app")
-            rows = await run.fetch(store, statement, params)
-            return await connection.build(run, [Page(rows[:first], len(rows) > first)], found)
+            return await one_page(run, store, statement, params, first, connection, found)
 
         return resolve
 
@@ -1102,7 +1119,7 @@ class RootCompiler(Compiler):
                 ),
             }
             statement = statements[(after is not None, preferences is not None)]
-            rows = await run.fetch(ctx.store_for(found.code, "auth"), statement, params)
-            return await connection.build(run, [Page(rows[:first], len(rows) > first)], found)
+            store = ctx.store_for(found.code, "auth")
+            return await one_page(run, store, statement, params, first, connection, found)
 
         return resolve
