@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import json
 import secrets
@@ -77,6 +78,8 @@ class TokenService:
         self.issuer = issuer
         self.audience = audience
         self.ttl = ttl
+        # Successful signature checks only (failures raise, and lru_cache keeps no result).
+        self._verified = functools.lru_cache(maxsize=4096)(self._verify_signature)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenService:
@@ -153,7 +156,20 @@ class TokenService:
         return AccessToken(token, jti, expires)
 
     def verify(self, token: str) -> AccessClaims:
-        """The token's claims, or `UNAUTHENTICATED` for anything short of a valid, current token."""
+        """The token's claims, or `UNAUTHENTICATED` for anything short of a valid, current token.
+
+        The signature check of a token is remembered (a client sends the same token with
+        every request for up to its lifetime); the clock checks run every time.
+        """
+        claims = self._verified(token)
+        now = dt.datetime.now(dt.UTC).timestamp()
+        if claims.expires_at.timestamp() + LEEWAY_SECONDS <= now:
+            raise DomainError(ErrorCode.UNAUTHENTICATED, "The access token has expired")
+        if claims.issued_at > now + LEEWAY_SECONDS:
+            raise DomainError(ErrorCode.UNAUTHENTICATED, "The access token is not valid")
+        return claims
+
+    def _verify_signature(self, token: str) -> AccessClaims:
         try:
             header = jwt.get_unverified_header(token)
             key = self._keys.get(str(header.get("kid")))
@@ -171,8 +187,6 @@ class TokenService:
             roles = claims["roles"]
             if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
                 raise jwt.InvalidTokenError("roles")
-            if claims["iat"] > dt.datetime.now(dt.UTC).timestamp() + LEEWAY_SECONDS:
-                raise jwt.ImmatureSignatureError("issued in the future")
             return AccessClaims(
                 subject=str(claims["sub"]),
                 market=str(claims["mkt"]),

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -106,16 +109,48 @@ def _create_engine(url: URL, pool: PoolSettings, connect_timeout: float) -> Asyn
         url = url.update_query_dict(
             {"prepared_statement_cache_size": str(pool.statement_cache_size)}
         )
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool.size,
         max_overflow=pool.max_overflow,
         pool_timeout=pool.timeout,
         pool_recycle=pool.recycle,
-        pool_pre_ping=True,
         echo=pool.echo,
         connect_args=connect_args,
     )
+    _ping_idle_connections(engine)
+    return engine
+
+
+# A connection back in the pool for less than this was just working; one idle longer is
+# pinged before use (a server restart or an idle timeout may have closed it).
+PING_AFTER_IDLE_SECONDS = 2.0
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    """Pre-ping, but only for connections that sat idle.
+
+    SQLAlchemy's `pool_pre_ping` pings on every checkout; with asyncpg a ping is three
+    round trips (BEGIN, `;`, ROLLBACK), more than the one statement a batched read sends.
+    Under load connections cycle within milliseconds, so only idle ones are pinged; a
+    failed ping raises `DisconnectionError`, on which the pool replaces the connection
+    and retries (SQLAlchemy's documented pessimistic-disconnect recipe).
+    """
+    pool = engine.sync_engine.pool
+
+    @event.listens_for(pool, "checkin")
+    def remember_checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        checked_in_at = record.info.get("checked_in_at")
+        if checked_in_at is None or time.monotonic() - checked_in_at < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            raise DisconnectionError("the connection did not answer a ping") from exc
 
 
 async def prepare_topology(settings: Settings) -> Topology:

@@ -3,19 +3,19 @@ driver connection per store, with statements compiled once per schema.
 
 The planner runs the loaders' own Core statements (`resolvers/statements.py`), compiled
 once per store schema to SQL text and executed on the asyncpg connection under the
-SQLAlchemy pool, so a request pays the driver's cost and not the ORM's. Each store gets
+SQLAlchemy pool, so a request pays the driver's cost and not the ORM's. Each database gets
 one connection per request (acquired on first use, released when the run ends);
-statements for different stores run concurrently, statements for one store take turns on
-its connection (a driver connection runs one statement at a time).
+statements on different databases run concurrently, statements on one database take turns
+on its connection (a driver connection runs one statement at a time).
 """
 
 from __future__ import annotations
 
 import asyncio
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 from sqlalchemy import Select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -53,41 +53,65 @@ class CompiledStatement:
 
 @dataclass(slots=True)
 class _Connection:
+    handle: AsyncConnection
     raw: Any  # asyncpg.Connection
     lock: asyncio.Lock
+    broken: bool = False
 
 
 class Run:
-    """One planned request: its context and variables, and its store connections."""
+    """One planned request: its context and variables, and its database connections."""
 
     def __init__(self, ctx: RequestContext, variables: Any) -> None:
         self.ctx = ctx
         self.variables = variables
-        self._stack = AsyncExitStack()
-        self._connections: dict[str, asyncio.Future[_Connection]] = {}
+        self._connections: dict[int, asyncio.Future[_Connection]] = {}
+        self._handles: list[AsyncConnection] = []  # every connection taken, closed at the end
 
     async def __aenter__(self) -> Run:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._stack.aclose()
+        broken = {
+            id(pending.result().handle)
+            for pending in self._connections.values()
+            if pending.done()
+            and not pending.cancelled()
+            and pending.exception() is None
+            and pending.result().broken
+        }
+        for handle in self._handles:
+            if id(handle) in broken:
+                # Tell the pool, so neither path gets this connection again.
+                await handle.invalidate()
+            await handle.close()
 
     async def _connection(self, store: Store) -> _Connection:
-        name = str(store.key)
-        pending = self._connections.get(name)
+        """One connection per engine: the compiled SQL names its schema, so every store of
+        a database (all four with a single DATABASE_URL) shares it."""
+        key = id(store.engine)
+        pending = self._connections.get(key)
         if pending is None:
             pending = asyncio.get_running_loop().create_future()
-            self._connections[name] = pending
+            self._connections[key] = pending
             try:
-                conn: AsyncConnection = await self._stack.enter_async_context(
-                    store.engine.connect()
-                )
-                fairy = await conn.get_raw_connection()
-                pending.set_result(_Connection(fairy.driver_connection, asyncio.Lock()))
+                handle = await store.engine.connect()
+                self._handles.append(handle)
+                fairy = await handle.get_raw_connection()
+                pending.set_result(_Connection(handle, fairy.driver_connection, asyncio.Lock()))
             except BaseException as exc:
-                pending.set_exception(exc)
+                # The branches waiting for this connection share its failure; a cancelled
+                # creator (a sibling branch failed) cancels it, and nothing is left for
+                # asyncio to log as "exception was never retrieved".
+                if isinstance(exc, asyncio.CancelledError):
+                    pending.cancel()
+                else:
+                    pending.set_exception(exc)
+                    pending.exception()
                 raise
-        return await pending
+        # Shielded: a waiter being cancelled must not cancel the shared future under the
+        # branch that is still connecting (its set_result would fail and leak the connection).
+        return await asyncio.shield(pending)
 
     async def fetch(
         self, store: Store, statement: CompiledStatement, params: dict[str, Any]
@@ -97,5 +121,9 @@ class Run:
         connection = await self._connection(store)
         record_statement(self.ctx.databases, str(store.key), sql)
         async with connection.lock:
-            rows: list[Any] = await connection.raw.fetch(sql, *(params[n] for n in order))
+            try:
+                rows: list[Any] = await connection.raw.fetch(sql, *(params[n] for n in order))
+            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+                connection.broken = True
+                raise
         return rows

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import insert, select, text
 from sqlalchemy.engine import make_url
 
+from marketgraph.db import databases as databases_module
 from marketgraph.db.databases import Databases
 from marketgraph.db.embedded import asyncpg_dsn
 from marketgraph.db.models.app import Product
@@ -129,7 +130,6 @@ async def test_role_pool_overrides_reach_the_engines(settings: Settings, tmp_pat
             assert (auth.pool._max_overflow, app.pool._max_overflow) == (3, 0)
             assert (auth.pool._recycle, app.pool._recycle) == (3600, 120)
             assert (auth.echo, app.echo) == (False, True)
-            assert auth.pool._pre_ping and app.pool._pre_ping
     finally:
         await databases.dispose()
 
@@ -250,3 +250,22 @@ async def test_dispose_closes_every_connection(settings: Settings, tmp_path: Pat
     await databases.dispose()
     assert all(driver.is_closed() for driver in drivers)
     assert all(engine.pool.checkedin() == 0 for engine in databases.engines)
+
+
+async def test_a_connection_killed_while_idle_is_replaced_at_checkout(
+    stores: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The idle pre-ping: a pooled connection the server closed is found out before use."""
+    monkeypatch.setattr(databases_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+    store = stores.store("kg", "app")
+    async with store.connect() as conn:
+        first_pid = await conn.scalar(text("SELECT pg_backend_pid()"))
+    # The server ends that backend while its connection sits in the pool.
+    killer = await asyncpg.connect(asyncpg_dsn(store.engine.url))
+    try:
+        assert await killer.fetchval("SELECT pg_terminate_backend($1)", first_pid)
+    finally:
+        await killer.close()
+    async with store.connect() as conn:
+        second_pid = await conn.scalar(text("SELECT pg_backend_pid()"))
+    assert second_pid != first_pid
