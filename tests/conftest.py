@@ -63,12 +63,22 @@ async def recreate_database(server: URL, name: str) -> URL:
     return server.set(database=name)
 
 
+# The whole suite runs with the query planner on (the default), off or in shadow mode:
+# TEST_QUERY_PLANNER=off|on|shadow. Tests that need one mode ask for it explicitly.
+TEST_QUERY_PLANNER = os.environ.get("TEST_QUERY_PLANNER", "on")
+
+
+def pytest_report_header() -> str:
+    return f"query planner: {TEST_QUERY_PLANNER} (TEST_QUERY_PLANNER=off|on|shadow)"
+
+
 def make_settings(tmp_dir: Path, database_urls: dict[str, str], **overrides: Any) -> Settings:
-    """Settings for a test: given database variables, data under `tmp_dir`, nothing from env."""
+    """Settings for a test: given database variables, data under `tmp_dir`, nothing from env
+    (but TEST_QUERY_PLANNER)."""
     return Settings(
         database_urls=database_urls,
         data_dir=tmp_dir,
-        **overrides,
+        **{"query_planner": TEST_QUERY_PLANNER, **overrides},
     )
 
 

@@ -265,6 +265,8 @@ def page_info_expr(cc: CompileContext, plan: ObjectPlan, nodes: list[FieldNode])
     parts = []
     for key, sub in cc.sub(nodes, "PageInfo").items():
         name = sub[0].name.value
+        if name != "__typename":
+            cc.field_def("PageInfo", sub)  # a guarded field is Strawberry's
         if name == "hasNextPage":
             parts.append(f"{key!r}: p.has_next")
         elif name == "endCursor":

@@ -1,0 +1,405 @@
+"""The planner and Strawberry answer every read byte for byte alike.
+
+Two apps on the same stores and the same seeded data set (tests/planner/conftest.py), one
+with the planner on and one with it off, get the same request — same body, same headers,
+same X-Request-ID, so even error answers can be compared as bytes — for each document and
+caller; status codes and response bodies must be identical. A planner that disagrees is a
+failing test: the document, the caller, the variables and both bodies are printed.
+
+The documents are (a) `tests/planner/documents.py`: every read document of the test suite
+and hand-written ones, each sent as anonymous (X-Market kg and us), as a member of kg and
+of us, and as an admin of kg (documents with a `page` path are sent again with the
+`endCursor` of their first answer); and (b) documents generated from the read side of the
+schema (every root field of Query) by hypothesis-graphql, each sent as the admin of kg and
+one drawn other caller.
+
+Generating: hypothesis-graphql's `queries(schema, custom_scalars=..., print_ast=...)`
+draws whole documents (nested selections, inline fragments on `node`, arguments); it can
+constrain arguments only per scalar type, so it hands back the AST (`print_ast` = identity)
+and a composite strategy rewrites each argument by (field, argument) with values of the
+data set — real global ids of every type, cursors, phones, search prefixes (SKU, Cyrillic),
+preference filters, mostly small `first`s — and a few that miss, so most documents hit
+rows. `@given` runs a sync function per example, which does not mix with the async
+clients, so the documents are drawn first — a `@given` function with `derandomize=True`
+(a fixed seed), the generate phase only (no shrinking, no example database) collects them
+— and then sent, in one event loop, to both apps. The ids differ per run (fresh keys) but
+the documents' shapes and which seeded row each argument picks do not.
+
+The planner must actually serve: the `planned` outcome of /metrics is read around each
+request, and a floor is asserted on the share of error-free answers the planner served.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import graphql
+import httpx
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from hypothesis_graphql import queries
+
+from marketgraph.ids import decode_id
+from marketgraph.resolvers.pagination import encode_cursor
+from marketgraph.schema import build_schema
+from tests.planner.conftest import CALLERS, Pair, Seeded, outcome
+from tests.planner.documents import BAD_IDS, DOCUMENTS, HAND, SPACESHIP, ZZ_ORDER, Doc, Ref
+
+REQUEST_ID = "differential-0001"
+GENERATED_EXAMPLES = 500
+
+
+def resolve(value: Any, seeded: Seeded) -> Any:
+    """`value` with every `Ref` replaced by the data set's value."""
+    if isinstance(value, Ref):
+        if value.kind == "cursor":
+            return seeded.cursors[value.index]
+        if value.kind.startswith("cursor:"):
+            row = seeded.ids[value.kind.removeprefix("cursor:")][value.index]
+            return encode_cursor(decode_id(row).key)
+        if value.kind.startswith("phone."):
+            return seeded.phones[value.kind.split(".")[1]][value.index]
+        return seeded.ids[value.kind][value.index]
+    if isinstance(value, Mapping):
+        return {k: resolve(v, seeded) for k, v in value.items()}
+    return value
+
+
+@dataclass
+class Tally:
+    """What was compared: requests, how many the planner served, and every disagreement."""
+
+    requests: int = 0
+    documents: set[str] = field(default_factory=set)
+    planned: int = 0
+    answered: int = 0  # error-free answers (the ones a planner can serve)
+    unplanned_answers: list[str] = field(default_factory=list)
+    error_codes: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+
+    def planned_share(self) -> float:
+        return self.planned / self.answered if self.answered else 0.0
+
+
+async def send(
+    client: httpx.AsyncClient,
+    query: str,
+    variables: Mapping[str, Any] | None,
+    operation_name: str | None,
+    headers: dict[str, str],
+    get: bool,
+) -> httpx.Response:
+    sent = {**headers, "X-Request-ID": REQUEST_ID}
+    if get:
+        params = {"query": query}
+        if variables is not None:
+            params["variables"] = json.dumps(variables)
+        if operation_name is not None:
+            params["operationName"] = operation_name
+        return await client.get("/graphql", params=params, headers=sent)
+    payload: dict[str, Any] = {"query": query}
+    if variables is not None:
+        payload["variables"] = variables
+    if operation_name is not None:
+        payload["operationName"] = operation_name
+    return await client.post("/graphql", json=payload, headers=sent)
+
+
+async def compare(
+    pair: Pair,
+    tally: Tally,
+    label: str,
+    caller: str,
+    query: str,
+    variables: Mapping[str, Any] | None = None,
+    operation_name: str | None = None,
+    get: bool = False,
+) -> Any:
+    """Send one request to both apps; record whether they agree and whether it was planned.
+    Returns the planner-off answer, decoded."""
+    headers = pair.headers[caller]
+    before = outcome(pair.on, "planned")
+    on = await send(pair.on_client, query, variables, operation_name, headers, get)
+    planned = outcome(pair.on, "planned") > before
+    off = await send(pair.off_client, query, variables, operation_name, headers, get)
+    tally.requests += 1
+    tally.documents.add(query)
+    if on.status_code != off.status_code or on.content != off.content:
+        tally.failures.append(
+            f"{label} as {caller}\n  query: {' '.join(query.split())}\n"
+            f"  variables: {json.dumps(variables, ensure_ascii=False)}\n"
+            f"{difference(on, off)}"
+        )
+    try:
+        body = off.json()
+    except ValueError:
+        return None
+    if isinstance(body, dict) and "errors" not in body and off.status_code == 200:
+        tally.answered += 1
+        if planned:
+            tally.planned += 1
+        else:
+            tally.unplanned_answers.append(f"{label} as {caller}")
+    else:
+        for error in (body.get("errors") or []) if isinstance(body, dict) else []:
+            tally.error_codes[str((error.get("extensions") or {}).get("code"))] += 1
+        if planned:
+            tally.planned += 1
+    return body
+
+
+def difference(on: httpx.Response, off: httpx.Response, context: int = 400) -> str:
+    """Both answers around their first differing byte (whole, when short)."""
+    a, b = on.content, off.content
+    at = next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+    start = max(0, at - context)
+
+    def excerpt(body: bytes) -> str:
+        text = body[start : at + context].decode(errors="replace")
+        return ("…" if start else "") + text + ("…" if at + context < len(body) else "")
+
+    return (
+        f"  first difference at byte {at} (planner on {len(a)} bytes, off {len(b)} bytes)\n"
+        f"  planner on  ({on.status_code}): {excerpt(a)}\n"
+        f"  planner off ({off.status_code}): {excerpt(b)}"
+    )
+
+
+def end_cursor(body: Any, path: tuple[str, ...]) -> str | None:
+    node = body.get("data") if isinstance(body, dict) else None
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    if not isinstance(node, dict):
+        return None
+    cursor = (node.get("pageInfo") or {}).get("endCursor")
+    return cursor if isinstance(cursor, str) else None
+
+
+async def compare_document(pair: Pair, tally: Tally, seeded: Seeded, doc: Doc) -> None:
+    for variables in doc.variables:
+        resolved = resolve(variables, seeded) if variables is not None else None
+        for caller in CALLERS:
+            body = await compare(
+                pair, tally, doc.name, caller, doc.query, resolved, doc.operation_name, doc.get
+            )
+            if doc.page is None:
+                continue
+            cursor = end_cursor(body, doc.page)
+            if cursor is not None:
+                await compare(
+                    pair,
+                    tally,
+                    f"{doc.name} (page 2)",
+                    caller,
+                    doc.query,
+                    {**(resolved or {}), "after": cursor},
+                    doc.operation_name,
+                    doc.get,
+                )
+
+
+def report(tally: Tally, what: str) -> str:
+    return (
+        f"{what}: {len(tally.documents)} documents, {tally.requests} requests compared; "
+        f"{tally.answered} error-free answers, {tally.planned} planned "
+        f"({tally.planned_share():.0%} of error-free answers); "
+        f"errors answered: {dict(tally.error_codes.most_common())}"
+    )
+
+
+def assert_agree(tally: Tally) -> None:
+    if tally.failures:
+        shown = "\n\n".join(tally.failures[:15])
+        pytest.fail(
+            f"the planner disagrees with Strawberry on {len(tally.failures)} of "
+            f"{tally.requests} requests:\n\n{shown}",
+            pytrace=False,
+        )
+
+
+async def test_documents_agree(
+    pair: Pair, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every read document of the suite and every hand-written one, as every caller."""
+    started = time.monotonic()
+    suite, hand = Tally(), Tally()
+    for doc in DOCUMENTS:
+        await compare_document(pair, hand if doc in HAND else suite, seeded, doc)
+    with capsys.disabled():
+        print(f"\n{report(suite, 'suite documents')}")
+        print(f"{report(hand, 'hand-written documents')} in {time.monotonic() - started:.1f}s")
+    assert_agree(suite)
+    assert_agree(hand)
+    assert len(suite.documents) >= 25 and len(hand.documents) >= 40
+    # A differential test where everything falls back proves nothing.
+    assert suite.planned_share() >= 0.9, suite.unplanned_answers
+    assert hand.planned_share() >= 0.9, hand.unplanned_answers
+
+
+# --- generated documents ------------------------------------------------------------------------
+
+
+def value_node(value: Any) -> graphql.ValueNode:
+    """A GraphQL literal for a JSON-like Python value."""
+    if value is None:
+        return graphql.NullValueNode()
+    if isinstance(value, bool):
+        return graphql.BooleanValueNode(value=value)
+    if isinstance(value, int):
+        return graphql.IntValueNode(value=str(value))
+    if isinstance(value, float):
+        return graphql.FloatValueNode(value=repr(value))
+    if isinstance(value, str):
+        return graphql.StringValueNode(value=value)
+    if isinstance(value, list):
+        return graphql.ListValueNode(values=tuple(value_node(v) for v in value))
+    return graphql.ObjectValueNode(
+        fields=tuple(
+            graphql.ObjectFieldNode(name=graphql.NameNode(value=k), value=value_node(v))
+            for k, v in value.items()
+        )
+    )
+
+
+def argument_values(seeded: Seeded) -> dict[tuple[str, str], st.SearchStrategy[Any]]:
+    """Per (field, argument): values that mostly hit the data set, with some that miss."""
+
+    def ids(*kinds: str) -> list[str]:
+        return [v for kind in kinds for m in ("kg", "us") for v in seeded.ids[f"{kind}.{m}"]]
+
+    wrong = [SPACESHIP, ZZ_ORDER, *BAD_IDS]
+    first = st.sampled_from([1, 2, 3, 0, 5, 10, 1, 2, 3, 2, 1, 4, None, None, 101, -1])
+    return {
+        ("node", "id"): st.sampled_from(
+            ids("Product", "User", "Order", "WalletTransaction") + wrong[:3]
+        ),
+        ("product", "id"): st.sampled_from(ids("Product") + ids("Order")[:1] + wrong[2:3]),
+        ("order", "id"): st.sampled_from(ids("Order") + ids("Product")[:1] + wrong[1:2]),
+        ("market", "code"): st.sampled_from(["kg", "us", "US", "zz"]),
+        ("products", "market"): st.sampled_from(["kg", "us", None, "zz"]),
+        ("users", "market"): st.sampled_from(["kg", "us", "kg", "us", "zz"]),
+        ("*", "first"): first,
+        ("*", "after"): st.sampled_from([*seeded.cursors, None, None, "x"]),
+        ("products", "search"): st.sampled_from(
+            ["чай", "Чай з", "TEA-0", "tea", "Кру", "green", "пря", "", "zzz", None]
+        ),
+        ("userByPhone", "phone"): st.sampled_from(
+            [*seeded.phones["kg"][:3], *seeded.phones["us"][:3], "+996700000000", "junk"]
+        ),
+        ("users", "preferences"): st.sampled_from(
+            [
+                None,
+                {},
+                {"theme": "dark"},
+                {"notifications": {"sms": True}},
+                {"nested": {"deep": {"x": 2}}},
+                {"tags": ["vip"]},
+                [1],
+            ]
+        ),
+    }
+
+
+def rewrite_arguments(
+    draw: st.DrawFn,
+    document: graphql.DocumentNode,
+    values: dict[tuple[str, str], st.SearchStrategy[Any]],
+) -> graphql.DocumentNode:
+    """The document with each argument's value drawn from `values` (by field and name)."""
+
+    class Rewrite(graphql.Visitor):
+        def enter_field(self, node: graphql.FieldNode, *_: Any) -> graphql.FieldNode | None:
+            if not node.arguments:
+                return None
+            arguments = []
+            for argument in node.arguments:
+                name = argument.name.value
+                strategy = values.get((node.name.value, name), values.get(("*", name)))
+                if strategy is not None:
+                    argument = graphql.ArgumentNode(
+                        name=argument.name, value=value_node(draw(strategy))
+                    )
+                arguments.append(argument)
+            return graphql.FieldNode(
+                alias=node.alias,
+                name=node.name,
+                arguments=tuple(arguments),
+                directives=node.directives,
+                selection_set=node.selection_set,
+            )
+
+    rewritten: graphql.DocumentNode = graphql.visit(document, Rewrite())
+    return rewritten
+
+
+def generate_documents(seeded: Seeded, examples: int) -> list[tuple[str, tuple[str, ...]]]:
+    """`examples` generated read documents (deduplicated), each with the callers to send it as."""
+    schema = build_schema()._schema
+    values = argument_values(seeded)
+    placeholder = graphql.StringValueNode(value="")
+    base = queries(
+        schema,
+        custom_scalars={
+            "JSON": st.just(graphql.ObjectValueNode(fields=())),
+            "DateTime": st.just(placeholder),
+        },
+        print_ast=lambda document: document,
+        allow_x00=False,
+    )
+
+    @st.composite
+    def documents(draw: st.DrawFn) -> tuple[str, tuple[str, ...]]:
+        document = rewrite_arguments(draw, draw(base), values)
+        # The admin sees every root answer; one other caller sees its own share (or errors).
+        other = draw(st.sampled_from([c for c in CALLERS if c != "admin-kg"]))
+        return graphql.print_ast(document), ("admin-kg", other)
+
+    drawn: dict[str, tuple[str, ...]] = {}
+
+    @settings(
+        max_examples=examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(documents())
+    def collect(example: tuple[str, tuple[str, ...]]) -> None:
+        query, callers = example
+        drawn.setdefault(query, callers)
+
+    collect()
+    return list(drawn.items())
+
+
+async def test_generated_documents_agree(
+    pair: Pair, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Several hundred documents generated from the read side of the schema."""
+    started = time.monotonic()
+    generated = generate_documents(seeded, GENERATED_EXAMPLES)
+    drawn_in = time.monotonic() - started
+    tally = Tally()
+    for n, (query, callers) in enumerate(generated):
+        for caller in callers:
+            await compare(pair, tally, f"generated #{n}", caller, query)
+    with capsys.disabled():
+        print(
+            f"\n{report(tally, 'generated documents')} "
+            f"(drawn in {drawn_in:.1f}s, compared in {time.monotonic() - started - drawn_in:.1f}s)"
+        )
+    assert_agree(tally)
+    assert len(tally.documents) >= 300, "too few distinct documents generated"
+    assert tally.answered >= len(tally.documents) * 0.3, "most generated documents miss the data"
+    assert tally.planned_share() >= 0.9, tally.unplanned_answers[:20]
