@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from marketgraph.markets import Market
@@ -20,14 +21,29 @@ class Money:
 
 def format_money(amount_minor: int, market: Market) -> str:
     """The amount as the market writes it: "$1,250.00", "1 250,00 сом", "-$3.50"."""
-    sign = "-" if amount_minor < 0 else ""
-    units, minor = divmod(abs(amount_minor), 10**market.minor_digits)
-    whole = f"{units:,}".replace(",", market.thousands_separator)
-    number = (
-        f"{whole}{market.decimal_separator}{minor:0{market.minor_digits}d}"
-        if market.minor_digits
-        else whole
+    return _format(
+        amount_minor,
+        market.minor_digits,
+        market.symbol_first,
+        market.decimal_separator,
+        market.thousands_separator,
+        market.currency_symbol,
     )
-    if market.symbol_first:
-        return f"{sign}{market.currency_symbol}{number}"
-    return f"{sign}{number}\u00a0{market.currency_symbol}"
+
+
+@functools.lru_cache(maxsize=16384)  # prices repeat across answers; a hit skips the formatting
+def _format(
+    amount_minor: int,
+    digits: int,
+    symbol_first: bool,
+    decimal_separator: str,
+    thousands_separator: str,
+    symbol: str,
+) -> str:
+    sign = "-" if amount_minor < 0 else ""
+    units, minor = divmod(abs(amount_minor), 10**digits)
+    whole = f"{units:,}".replace(",", thousands_separator)
+    number = f"{whole}{decimal_separator}{minor:0{digits}d}" if digits else whole
+    if symbol_first:
+        return f"{sign}{symbol}{number}"
+    return f"{sign}{number}\u00a0{symbol}"

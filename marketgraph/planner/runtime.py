@@ -18,7 +18,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy import Select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 from marketgraph.context import RequestContext
 from marketgraph.db.databases import Store
@@ -53,7 +54,7 @@ class CompiledStatement:
 
 @dataclass(slots=True)
 class _Connection:
-    handle: AsyncConnection
+    handle: PoolProxiedConnection
     raw: Any  # asyncpg.Connection
     lock: asyncio.Lock
     broken: bool = False
@@ -66,7 +67,7 @@ class Run:
         self.ctx = ctx
         self.variables = variables
         self._connections: dict[int, asyncio.Future[_Connection]] = {}
-        self._handles: list[AsyncConnection] = []  # every connection taken, closed at the end
+        self._handles: list[PoolProxiedConnection] = []  # every one taken, closed at the end
 
     async def __aenter__(self) -> Run:
         return self
@@ -83,8 +84,8 @@ class Run:
         for handle in self._handles:
             if id(handle) in broken:
                 # Tell the pool, so neither path gets this connection again.
-                await handle.invalidate()
-            await handle.close()
+                await greenlet_spawn(handle.invalidate)
+            await greenlet_spawn(handle.close)
 
     async def _connection(self, store: Store) -> _Connection:
         """One connection per engine: the compiled SQL names its schema, so every store of
@@ -95,10 +96,11 @@ class Run:
             pending = asyncio.get_running_loop().create_future()
             self._connections[key] = pending
             try:
-                handle = await store.engine.connect()
+                # Straight from the pool (checkout events, the idle ping, included): a
+                # SQLAlchemy Connection around it would cost more than the statement.
+                handle = await greenlet_spawn(store.engine.sync_engine.raw_connection)
                 self._handles.append(handle)
-                fairy = await handle.get_raw_connection()
-                pending.set_result(_Connection(handle, fairy.driver_connection, asyncio.Lock()))
+                pending.set_result(_Connection(handle, handle.driver_connection, asyncio.Lock()))
             except BaseException as exc:
                 # The branches waiting for this connection share its failure; a cancelled
                 # creator (a sibling branch failed) cancels it, and nothing is left for
