@@ -21,14 +21,15 @@ class GlobalId:
         return encode_id(self.type_name, self.market, self.key)
 
 
-@functools.lru_cache(maxsize=16384)
 def encode_id(type_name: str, market: str, key: uuid.UUID) -> str:
-    """`User:kg:<uuid>` as unpadded URL-safe base64: no database key is visible as such.
-
-    Remembered: the same products and users appear in answer after answer.
-    """
-    raw = f"{type_name}:{market}:".encode() + key.bytes
+    """`User:kg:<uuid>` as unpadded URL-safe base64: no database key is visible as such."""
+    raw = _prefix(type_name, market) + key.bytes
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+@functools.lru_cache(maxsize=256)
+def _prefix(type_name: str, market: str) -> bytes:
+    return f"{type_name}:{market}:".encode()
 
 
 def decode_id(value: str, expected_type: str | None = None, *, field: str = "id") -> GlobalId:
