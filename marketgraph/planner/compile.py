@@ -29,7 +29,7 @@ from graphql import (
 )
 from graphql.execution.values import get_argument_values
 from graphql.type.introspection import TypeNameMetaFieldDef
-from sqlalchemy import Table
+from sqlalchemy import Select, Table
 
 from marketgraph.db.databases import Store
 from marketgraph.db.models.app import (
@@ -241,6 +241,22 @@ def money_expr(
     return "{" + ", ".join(parts) + "}"
 
 
+def money_function(
+    cc: CompileContext, nodes: list[FieldNode]
+) -> Callable[[int, Market], dict[str, Any]]:
+    """The selected Money fields as a function of (amount, market), for amounts a child
+    computes itself (cart subtotals, line totals) rather than reads from a row."""
+    host = ObjectPlan("Money")
+    amount_expr = money_expr(cc, host, nodes, "p")
+    namespace = dict(host.env)
+    exec(  # noqa: S102 - the Money dict literal compiled once, like the builders
+        compile(f"def money(p, M):\n    return {amount_expr}\n", "<plan Money>", "exec"),
+        namespace,
+    )
+    money: Callable[[int, Market], dict[str, Any]] = namespace["money"]
+    return money
+
+
 def market_keys(cc: CompileContext, nodes: list[FieldNode]) -> list[tuple[str, str]]:
     keys = []
     for key, sub in cc.sub(nodes, "Market").items():
@@ -443,6 +459,11 @@ order_items_t: Table = OrderItem.__table__  # type: ignore[assignment]
 wallets_t: Table = Wallet.__table__  # type: ignore[assignment]
 transactions_t: Table = WalletTransaction.__table__  # type: ignore[assignment]
 
+# Current prices of products by id: what subtotals and line totals multiply.
+PRICES = CompiledStatement(
+    rows_by_keys([products_t.c.id, products_t.c.price_minor], products_t.c.id)
+)
+
 
 def check_reader(run: Run, user_id: uuid.UUID) -> None:
     """User.cart/wallet/orders/transactions: the user's own, or an admin's view."""
@@ -617,10 +638,7 @@ class Compiler:
             elif name == "itemCount":
                 plan.add_child(key, self._cart_item_count())
             elif name == "subtotal":
-                host = ObjectPlan("Money")
-                plan.add_child(
-                    key, self._cart_subtotal(money_expr(self.cc, host, sub, "p"), host.env)
-                )
+                plan.add_child(key, self._cart_subtotal(money_function(self.cc, sub)))
             elif name == "__typename":
                 plan.add(key, "'Cart'")
             else:
@@ -643,29 +661,20 @@ class Compiler:
 
         return resolve
 
-    def _cart_subtotal(self, amount_expr: str, env: dict[str, Any]) -> Child:
+    def _cart_subtotal(self, money: Callable[[int, Market], dict[str, Any]]) -> Child:
         items = CompiledStatement(
             rows_by_keys(
                 [cart_items_t.c.cart_id, cart_items_t.c.quantity, cart_items_t.c.product_id],
                 cart_items_t.c.cart_id,
             )
         )
-        prices = CompiledStatement(
-            rows_by_keys([products_t.c.id, products_t.c.price_minor], products_t.c.id)
-        )
-        namespace = dict(env)
-        exec(  # noqa: S102 - the Money dict literal compiled once, like the builders
-            compile(f"def money(p, M):\n    return {amount_expr}\n", "<plan Money>", "exec"),
-            namespace,
-        )
-        money = namespace["money"]
 
         async def resolve(run: Run, sources: list[Any], market: Market) -> list[Any]:
             carts = [p[1] for p in sources if p[1] is not None]
             store = run.ctx.databases.store(market.code, "app")
             lines = await run.fetch(store, items, {"keys": carts}) if carts else []
             product_ids = list({row[2] for row in lines})
-            priced = await run.fetch(store, prices, {"keys": product_ids}) if product_ids else []
+            priced = await run.fetch(store, PRICES, {"keys": product_ids}) if product_ids else []
             price = {row[0]: row[1] for row in priced}
             totals: dict[Any, int] = {}
             for cart_id, quantity, product_id in lines:
@@ -698,14 +707,10 @@ class Compiler:
                     ),
                 )
             elif name == "lineTotal":
-                host = ObjectPlan("Money")
-                line = money_expr(self.cc, host, sub, "p")
-                plan.add_child(
-                    key,
-                    self._line_total(
-                        plan.column("product_id"), plan.column("quantity"), line, host.env
-                    ),
+                line = self._line_total(
+                    plan.column("product_id"), plan.column("quantity"), money_function(self.cc, sub)
                 )
+                plan.add_child(key, line)
             elif name == "__typename":
                 plan.add(key, "'CartItem'")
             else:
@@ -713,24 +718,15 @@ class Compiler:
         return plan.finish()
 
     def _line_total(
-        self, product_id: str, quantity: str, amount_expr: str, env: dict[str, Any]
+        self, product_id: str, quantity: str, money: Callable[[int, Market], dict[str, Any]]
     ) -> Child:
-        prices = CompiledStatement(
-            rows_by_keys([products_t.c.id, products_t.c.price_minor], products_t.c.id)
-        )
-        namespace = dict(env)
-        exec(  # noqa: S102 - the Money dict literal compiled once, like the builders
-            compile(f"def money(p, M):\n    return {amount_expr}\n", "<plan Money>", "exec"),
-            namespace,
-        )
-        money = namespace["money"]
         get_product = _index_getter(product_id)
         get_quantity = _index_getter(quantity)
 
         async def resolve(run: Run, sources: list[Any], market: Market) -> list[Any]:
             ids = list({get_product(p) for p in sources})
             store = run.ctx.databases.store(market.code, "app")
-            price = {r[0]: r[1] for r in await run.fetch(store, prices, {"keys": ids})}
+            price = {r[0]: r[1] for r in await run.fetch(store, PRICES, {"keys": ids})}
             if any(get_product(p) not in price for p in sources):
                 raise Fallback("missing product")
             return [money(price[get_product(p)] * get_quantity(p), market) for p in sources]
@@ -854,6 +850,17 @@ def _index_getter(expr: str) -> Callable[[Any], Any]:
 
 
 # --- the root ---------------------------------------------------------------------------------
+
+
+def variants(
+    build: Callable[[bool, bool], Select[Any]],
+) -> dict[tuple[bool, bool], CompiledStatement]:
+    """A root page statement for each (after given, filter given) pair, compiled once."""
+    return {
+        (after, filtered): CompiledStatement(build(after, filtered))
+        for after in (False, True)
+        for filtered in (False, True)
+    }
 
 
 async def one_page(
@@ -1025,11 +1032,9 @@ class RootCompiler(Compiler):
     def root_products(self, nodes: list[FieldNode], arguments: Arguments) -> Child:
         connection = connection_plan(self.cc, "ProductConnection", nodes, self.product)
         columns = [products_t.c[c] for c in connection.columns]
-        statements = {
-            (after, search): CompiledStatement(catalog_page(columns, after=after, search=search))
-            for after in (False, True)
-            for search in (False, True)
-        }
+        statements = variants(
+            lambda after, search: catalog_page(columns, after=after, search=search)
+        )
 
         async def resolve(run: Run, sources: list[Any], market: Market) -> list[Any]:
             ctx = run.ctx
@@ -1095,11 +1100,9 @@ class RootCompiler(Compiler):
     def root_users(self, nodes: list[FieldNode], arguments: Arguments) -> Child:
         connection = connection_plan(self.cc, "UserConnection", nodes, self.user)
         columns = [users_t.c[c] for c in connection.columns]
-        statements = {
-            (after, prefs): CompiledStatement(users_page(columns, after=after, preferences=prefs))
-            for after in (False, True)
-            for prefs in (False, True)
-        }
+        statements = variants(
+            lambda after, prefs: users_page(columns, after=after, preferences=prefs)
+        )
 
         async def resolve(run: Run, sources: list[Any], market: Market) -> list[Any]:
             ctx = run.ctx
