@@ -22,13 +22,13 @@ from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
-from marketgraph.auth.authenticate import authenticate
-from marketgraph.context import RequestContext
+from marketgraph.context import RequestContext, request_context
 from marketgraph.errors import DomainError, format_error
 from marketgraph.health import health_routes
 from marketgraph.logs import configure_logging
 from marketgraph.metrics import Metrics, MetricsMiddleware, count_statements, metrics_endpoint
-from marketgraph.middleware import RequestIdMiddleware, client_ip
+from marketgraph.middleware import RequestIdMiddleware
+from marketgraph.planned_reads import PlannedReads
 from marketgraph.planner import Planner
 from marketgraph.schema import build_schema
 from marketgraph.services import Services, open_services
@@ -47,37 +47,11 @@ class GraphQLView(GraphQL[RequestContext, None]):
             graphql_ide=None if settings.is_production else "graphiql",
             allow_queries_via_get=True,
         )
-        self.settings = settings
-        self.planner = Planner(schema) if settings.query_planner != "off" else None
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> RequestContext:
-        assert isinstance(request, Request)
-        services: Services = request.app.state.services
-        markets = services.settings.markets
-        principal = await authenticate(
-            request.headers.get("authorization"),
-            tokens=services.tokens,
-            kv=services.kv,
-            databases=services.databases,
-            markets=markets,
-        )
-        header_market = request.headers.get("x-market")
-        if principal is not None:
-            market = markets.require(principal.market)
-        else:
-            market = markets.require(header_market or services.settings.default_market)
-        return RequestContext(
-            request_id=request.scope["state"]["request_id"],
-            client_ip=client_ip(request.scope, services.settings.forwarded_allow_ips),
-            principal=principal,
-            market=market,
-            header_market=header_market,
-            auth=services.databases.store(market.code, "auth"),
-            app=services.databases.store(market.code, "app"),
-            services=services,
-        )
+        return await request_context(request.scope, request.app.state.services)
 
     async def run(  # type: ignore[override]
         self, request: Request, context: Any = UNSET, root_value: Any = UNSET
@@ -85,10 +59,6 @@ class GraphQLView(GraphQL[RequestContext, None]):
         """Strawberry's run, plus: a request refused before execution (bad credentials,
         unknown market) still answers as a GraphQL error with its code."""
         try:
-            if self.planner is not None and context is UNSET:
-                planned = await self._planned(request)
-                if planned is not None:
-                    return planned
             return await super().run(request, context, root_value)
         except DomainError as exc:
             request_id = request.scope.get("state", {}).get("request_id")
@@ -106,38 +76,6 @@ class GraphQLView(GraphQL[RequestContext, None]):
                 ],
             }
             return Response(orjson.dumps(body), media_type="application/json")
-
-    async def _planned(self, request: Request) -> Response | None:
-        """The planner's answer, or None to let Strawberry execute (and answer errors).
-
-        `shadow` serves Strawberry's answer and logs any difference from the plan's.
-        """
-        assert self.planner is not None
-        outcomes = request.app.state.metrics.planner
-        params = await graphql_params(request)
-        prepared = self.planner.prepare(*params) if params is not None else None
-        if prepared is None:
-            outcomes.labels("strawberry").inc()
-            return None
-        context = await self.get_context(request, Response())
-        try:
-            body = orjson.dumps({"data": await self.planner.execute(prepared, context)})
-        except Exception as exc:
-            log.debug("planned run fell back", reason=repr(exc))
-            outcomes.labels("fallback").inc()
-            return None
-        outcomes.labels("planned").inc()
-        if self.settings.query_planner != "shadow":
-            return Response(body, media_type="application/json")
-        served = await super().run(request)
-        if served.body != body:
-            log.warning(
-                "planner differs from Strawberry",
-                query=params[0] if params else None,
-                planned=body.decode(),
-                strawberry=bytes(served.body).decode(),
-            )
-        return served
 
     async def process_result(
         self, request: Request, result: ExecutionResult
@@ -164,41 +102,6 @@ async def jwks(request: Request) -> Response:
     return Response(orjson.dumps(services.tokens.jwks()), media_type="application/json")
 
 
-async def graphql_params(
-    request: Request,
-) -> tuple[str, str | None, dict[str, Any] | None] | None:
-    """(query, operationName, variables) of a plain GraphQL request: a JSON POST or a GET
-    with `query`. Anything else (batches, uploads, GraphiQL pages) is Strawberry's."""
-    if request.method == "POST":
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-            return None
-        try:
-            payload = orjson.loads(await request.body())
-        except orjson.JSONDecodeError:
-            return None
-    elif request.method == "GET" and "query" in request.query_params:
-        payload = dict(request.query_params)
-        if "variables" in payload:
-            try:
-                payload["variables"] = orjson.loads(payload["variables"])
-            except orjson.JSONDecodeError:
-                return None
-    else:
-        return None
-    if not isinstance(payload, dict):
-        return None
-    query, name, variables = (
-        payload.get("query"),
-        payload.get("operationName"),
-        payload.get("variables"),
-    )
-    if not isinstance(query, str) or not isinstance(name, str | None):
-        return None
-    if not isinstance(variables, dict | None):
-        return None
-    return query, name, variables
-
-
 def install_services(app: Starlette, services: Services) -> None:
     """Hand open services to the app: requests borrow them, metrics watch them."""
     app.state.services = services
@@ -206,11 +109,14 @@ def install_services(app: Starlette, services: Services) -> None:
     app.state.metrics.watch_pools(services.databases)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """The ASGI app; nothing is opened until the lifespan starts."""
+def create_app(
+    settings: Settings | None = None, schema: strawberry.Schema | None = None
+) -> Starlette:
+    """The ASGI app (over the contract's schema unless one is given); nothing is opened until
+    the lifespan starts."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
-    schema = build_schema(introspection=not settings.is_production)
+    schema = schema or build_schema(introspection=not settings.is_production)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -244,6 +150,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 expose_headers=["X-Request-ID"],
             )
         )
+    planner = Planner(schema) if settings.query_planner != "off" else None
+    if planner is not None:
+        # Innermost: planned reads still get a request id, metrics and CORS headers.
+        shadow = settings.query_planner == "shadow"
+        middleware.append(Middleware(PlannedReads, planner=planner, metrics=metrics, shadow=shadow))
     graphql = GraphQLView(schema, settings)
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
@@ -254,6 +165,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.metrics = metrics
+    app.state.planner = planner
     return app
 
 

@@ -71,6 +71,8 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
         workers=workers if not reload else None,
         reload=reload,
         log_config=None,
+        # Access lines are INFO: at a quieter LOG_LEVEL uvicorn should not even prepare them.
+        access_log=settings.log_level in ("DEBUG", "INFO"),
         # The app reads X-Forwarded-For itself (first address, trusted peers only): one place.
         proxy_headers=False,
     )

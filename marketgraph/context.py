@@ -7,12 +7,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
 import strawberry
+from starlette.types import Scope
 
+from marketgraph.auth.authenticate import authenticate
 from marketgraph.auth.principal import Principal
 from marketgraph.db.databases import Databases, Store
 from marketgraph.errors import DomainError, ErrorCode
 from marketgraph.kv import KeyValueStore
 from marketgraph.markets import Market, MarketRegistry
+from marketgraph.middleware import client_ip, header
 from marketgraph.resolvers.loaders import Loaders, build_loaders
 from marketgraph.settings import Role, Settings
 
@@ -105,6 +108,34 @@ class RequestContext:
         if market not in self.markets or (foreign and not self.is_admin):
             raise DomainError(ErrorCode.NOT_FOUND, "Not found")
         return self.databases.store(market, role)
+
+
+async def request_context(scope: Scope, services: Services) -> RequestContext:
+    """The context of one HTTP request: its caller (a bad credential raises its `DomainError`)
+    and market — the token's, else X-Market, else DEFAULT_MARKET."""
+    markets = services.settings.markets
+    principal = await authenticate(
+        header(scope, b"authorization"),
+        tokens=services.tokens,
+        kv=services.kv,
+        databases=services.databases,
+        markets=markets,
+    )
+    header_market = header(scope, b"x-market")
+    if principal is not None:
+        market = markets.require(principal.market)
+    else:
+        market = markets.require(header_market or services.settings.default_market)
+    return RequestContext(
+        request_id=scope["state"]["request_id"],
+        client_ip=client_ip(scope, services.settings.forwarded_allow_ips),
+        principal=principal,
+        market=market,
+        header_market=header_market,
+        auth=services.databases.store(market.code, "auth"),
+        app=services.databases.store(market.code, "app"),
+        services=services,
+    )
 
 
 Info: TypeAlias = strawberry.Info[RequestContext, None]

@@ -23,8 +23,13 @@ class GlobalId:
 
 def encode_id(type_name: str, market: str, key: uuid.UUID) -> str:
     """`User:kg:<uuid>` as unpadded URL-safe base64: no database key is visible as such."""
-    raw = _prefix(type_name, market) + key.bytes
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    raw = binascii.b2a_base64(_prefix(type_name, market) + key.bytes, newline=False)
+    return raw.translate(_URL_SAFE).rstrip(b"=").decode("ascii")
+
+
+# base64.urlsafe_b64encode's own translation, without its two Python calls (ids of a page
+# of 50 rows are made 50 times a request).
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
 
 
 @functools.lru_cache(maxsize=256)

@@ -73,6 +73,9 @@ def count_statements(databases: Databases) -> None:
         engine.sync_engine._marketgraph_counted = True  # type: ignore[attr-defined]
 
 
+PLANNER_OUTCOMES = ("planned", "fallback", "strawberry")
+
+
 class Metrics:
     """The app's instruments."""
 
@@ -104,6 +107,28 @@ class Metrics:
             buckets=(0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
             registry=self.registry,
         )
+        # Labelled children by label values: looking one up in prometheus_client costs more
+        # than observing it, on every request.
+        self._latency: dict[tuple[str, str, int], Any] = {}
+        self._statements: dict[str, Any] = {}
+        self._outcomes = {name: self.planner.labels(name) for name in PLANNER_OUTCOMES}
+
+    def observe_request(
+        self, method: str, route: str, status: int, seconds: float, statements: int
+    ) -> None:
+        key = (method, route, status)
+        latency = self._latency.get(key)
+        if latency is None:
+            latency = self._latency[key] = self.request_seconds.labels(method, route, str(status))
+        latency.observe(seconds)
+        counts = self._statements.get(route)
+        if counts is None:
+            counts = self._statements[route] = self.statements.labels(route)
+        counts.observe(statements)
+
+    def planner_outcome(self, outcome: str) -> None:
+        """Count one GraphQL request by how it was served (one of PLANNER_OUTCOMES)."""
+        self._outcomes[outcome].inc()
 
     def watch_pools(self, databases: Databases) -> None:
         self.registry.register(_PoolCollector(databases))
@@ -141,6 +166,9 @@ _ROUTES = {
     "/.well-known/jwks.json",
 }
 
+# Labels take known values only: a client's made-up path or method must not grow the registry.
+_METHODS = {"GET", "POST", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"}
+
 
 class MetricsMiddleware:
     """Times every HTTP request and counts its SQL statements."""
@@ -154,6 +182,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         route = scope["path"] if scope["path"] in _ROUTES else "other"
+        method = scope["method"] if scope["method"] in _METHODS else "other"
         status = 500
         counter = StatementCount()
         token = statement_count.set(counter)
@@ -169,11 +198,9 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             statement_count.reset(token)
-            elapsed = time.perf_counter() - started
-            self.metrics.request_seconds.labels(scope["method"], route, str(status)).observe(
-                elapsed
+            self.metrics.observe_request(
+                method, route, status, time.perf_counter() - started, counter.total
             )
-            self.metrics.statements.labels(route).observe(counter.total)
 
 
 async def metrics_endpoint(request: Request) -> Response:

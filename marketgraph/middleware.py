@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import uuid
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from marketgraph.logs import request_id_var
@@ -24,16 +23,16 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = next(
-            (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), ""
-        )
+        incoming = header(scope, b"x-request-id") or ""
         request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
 
+        echoed = (b"x-request-id", request_id.encode("latin-1"))
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                message["headers"] = [*message.get("headers", ()), echoed]
             await send(message)
 
         try:
@@ -42,15 +41,22 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header `name` (lower case, as ASGI gives names), or None."""
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 def client_ip(scope: Scope, trusted_proxies: list[str]) -> str:
     """The connection's peer, or the first X-Forwarded-For address when the peer is a trusted
     proxy (FORWARDED_ALLOW_IPS; `*` trusts every peer)."""
     client = scope.get("client")
     peer = client[0] if client else "unknown"
     if peer in trusted_proxies or "*" in trusted_proxies:
-        forwarded = next(
-            (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"), ""
-        )
+        forwarded = header(scope, b"x-forwarded-for") or ""
         first = forwarded.split(",")[0].strip()
         if first:
             return first

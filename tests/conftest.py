@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import strawberry
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from starlette.applications import Starlette
@@ -195,12 +196,14 @@ async def kv(request: pytest.FixtureRequest) -> AsyncIterator[KeyValueStore]:
 def app_factory(stores: Databases) -> Callable[..., Starlette]:
     """Build an app on the session's stores (no lifespan: the stores are already open)."""
 
-    def build(kv: KeyValueStore | None = None, **overrides: Any) -> Starlette:
+    def build(
+        kv: KeyValueStore | None = None, schema: strawberry.Schema | None = None, **overrides: Any
+    ) -> Starlette:
         # Validated again, so overrides get their types (SecretStr, Path) as from the environment.
         settings = Settings.model_validate(
             {**stores.settings.model_dump(), "sms_backend": "memory", **overrides}
         )
-        app = create_app(settings)
+        app = create_app(settings, schema)
         install_services(app, build_services(settings, stores, kv or MemoryStore()))
         return app
 

@@ -20,3 +20,12 @@ async def test_metrics_count_requests_errors_pools_and_statements(
     # The first request read the catalog with one statement; the refused one ran none.
     assert 'marketgraph_sql_statements_per_request_bucket{le="0.0",route="/graphql"} 1.0' in body
     assert 'marketgraph_sql_statements_per_request_sum{route="/graphql"} 1.0' in body
+
+
+async def test_metrics_labels_take_known_values_only(client: httpx.AsyncClient) -> None:
+    """Made-up methods and paths are counted, but cannot grow the registry."""
+    for n in range(3):
+        await client.request(f"BREW{n}", f"/coffee/{n}")
+    body = (await client.get("/metrics")).text
+    assert 'method="other",route="other",status="404"} 3.0' in body
+    assert "BREW" not in body and "coffee" not in body

@@ -11,14 +11,11 @@ from typing import Any
 
 import orjson
 import pytest
-import strawberry
 from graphql import get_named_type, is_leaf_type
 from starlette.applications import Starlette
-from starlette.routing import Route
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.utils.str_converters import to_camel_case
 
-from marketgraph.app import GraphQLView
 from marketgraph.planner import Planner
 from marketgraph.schema import build_schema
 from tests.helpers import error_code, gql, http_client
@@ -58,20 +55,6 @@ def schema_guarding(type_name: str, field_name: str, permission: type[BasePermis
         return build_schema()
     finally:
         definition.fields[index] = original
-
-
-def serve_schema(app: Starlette, schema: strawberry.Schema) -> GraphQLView:
-    """Serve /graphql of `app` from a view over `schema` (the app's settings, planner and all)."""
-    route = next(r for r in app.routes if isinstance(r, Route) and r.path == "/graphql")
-    view = GraphQLView(schema, app.state.services.settings)
-    route.endpoint = route.app = view
-    return view
-
-
-def view_of(app: Starlette) -> GraphQLView:
-    route = next(r for r in app.routes if isinstance(r, Route) and r.path == "/graphql")
-    assert isinstance(route.app, GraphQLView)
-    return route.app
 
 
 async def post(
@@ -129,8 +112,7 @@ async def test_a_field_given_a_permission_class_is_enforced_not_leaked(
     assert Planner(schema).prepare(query, None, None) is None  # unknown guard: not plannable
     assert Planner(build_schema()).prepare(query, None, None) is not None
 
-    app = app_factory(query_planner="on")
-    serve_schema(app, schema)
+    app = app_factory(query_planner="on", schema=schema)
     outcomes = Outcomes(app)
     status, body = await post(app, query, headers=pair.headers["admin-kg"])
     answer = orjson.loads(body)
@@ -147,8 +129,7 @@ async def test_a_field_given_a_permission_class_is_enforced_not_leaked(
     assert secret in unguarded and b'"errors"' not in unguarded
 
     # And the guarded answer is Strawberry's own: the same bytes with the planner off.
-    off = app_factory(query_planner="off")
-    serve_schema(off, schema)
+    off = app_factory(query_planner="off", schema=schema)
     assert await post(off, query, headers=pair.headers["admin-kg"]) == (status, body)
 
 
@@ -420,7 +401,7 @@ async def test_mutations_and_introspection_are_never_planned(pair: Pair, seeded:
 
 @pytest.fixture
 def planner_log() -> Iterator[list[logging.LogRecord]]:
-    """Records of marketgraph.app (a handler on that logger: the app's logging setup
+    """Records of marketgraph.planned_reads (a handler on that logger: the app's logging setup
     replaces the root's handlers, pytest's capture among them)."""
     records: list[logging.LogRecord] = []
 
@@ -428,7 +409,7 @@ def planner_log() -> Iterator[list[logging.LogRecord]]:
         def emit(self, record: logging.LogRecord) -> None:
             records.append(record)
 
-    logger = logging.getLogger("marketgraph.app")
+    logger = logging.getLogger("marketgraph.planned_reads")
     handler = Keep(logging.DEBUG)
     logger.addHandler(handler)
     try:
@@ -475,7 +456,7 @@ async def test_shadow_logs_a_difference_and_still_serves_strawberry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     shadow = app_factory(query_planner="shadow")
-    planner = view_of(shadow).planner
+    planner = shadow.state.planner
     assert planner is not None
     execute = planner.execute
 
