@@ -6,6 +6,8 @@ import base64
 import binascii
 import functools
 import uuid
+from binascii import b2a_base64
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from marketgraph.errors import DomainError, ErrorCode
@@ -23,12 +25,21 @@ class GlobalId:
 
 def encode_id(type_name: str, market: str, key: uuid.UUID) -> str:
     """`User:kg:<uuid>` as unpadded URL-safe base64: no database key is visible as such."""
-    raw = binascii.b2a_base64(_prefix(type_name, market) + key.bytes, newline=False)
-    return raw.translate(_URL_SAFE).rstrip(b"=").decode("ascii")
+    return encode_ids(type_name, market, (key,))[0]
 
 
-# base64.urlsafe_b64encode's own translation, without its two Python calls (ids of a page
-# of 50 rows are made 50 times a request).
+def encode_ids(type_name: str, market: str, keys: Iterable[uuid.UUID]) -> list[str]:
+    """`encode_id` of many keys of one type and market (a page of rows) in one call.
+
+    base64.urlsafe_b64encode's own steps, inlined: a planned page encodes 50 ids a request.
+    """
+    prefix = _prefix(type_name, market)
+    return [
+        b2a_base64(prefix + key.bytes, newline=False).translate(_URL_SAFE).rstrip(b"=").decode()
+        for key in keys
+    ]
+
+
 _URL_SAFE = bytes.maketrans(b"+/", b"-_")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from marketgraph.markets import Market
@@ -21,8 +22,13 @@ class Money:
 
 def format_money(amount_minor: int, market: Market) -> str:
     """The amount as the market writes it: "$1,250.00", "1 250,00 сом", "-$3.50"."""
-    return _format(
-        amount_minor,
+    return formatter(market)(amount_minor)
+
+
+def formatter(market: Market) -> Callable[[int], str]:
+    """`format_money` for one market, remembering amounts (prices repeat across answers, and
+    a remembered one costs no Python call: a planned page formats 50 per request)."""
+    return _formatter(
         market.minor_digits,
         market.symbol_first,
         market.decimal_separator,
@@ -31,19 +37,21 @@ def format_money(amount_minor: int, market: Market) -> str:
     )
 
 
-@functools.lru_cache(maxsize=16384)  # prices repeat across answers; a hit skips the formatting
-def _format(
-    amount_minor: int,
+@functools.lru_cache(maxsize=64)
+def _formatter(
     digits: int,
     symbol_first: bool,
     decimal_separator: str,
     thousands_separator: str,
     symbol: str,
-) -> str:
-    sign = "-" if amount_minor < 0 else ""
-    units, minor = divmod(abs(amount_minor), 10**digits)
-    whole = f"{units:,}".replace(",", thousands_separator)
-    number = f"{whole}{decimal_separator}{minor:0{digits}d}" if digits else whole
-    if symbol_first:
-        return f"{sign}{symbol}{number}"
-    return f"{sign}{number}\u00a0{symbol}"
+) -> Callable[[int], str]:
+    def format_amount(amount_minor: int) -> str:
+        sign = "-" if amount_minor < 0 else ""
+        units, minor = divmod(abs(amount_minor), 10**digits)
+        whole = f"{units:,}".replace(",", thousands_separator)
+        number = f"{whole}{decimal_separator}{minor:0{digits}d}" if digits else whole
+        if symbol_first:
+            return f"{sign}{symbol}{number}"
+        return f"{sign}{number}\u00a0{symbol}"
+
+    return functools.lru_cache(maxsize=16384)(format_amount)

@@ -43,9 +43,9 @@ from marketgraph.db.models.app import (
 )
 from marketgraph.db.models.auth import User
 from marketgraph.errors import DomainError, ErrorCode
-from marketgraph.ids import decode_id, encode_id
+from marketgraph.ids import decode_id, encode_ids
 from marketgraph.markets import Market, detect_market
-from marketgraph.money import format_money
+from marketgraph.money import format_money, formatter
 from marketgraph.planner.plan import Child, ObjectPlan
 from marketgraph.planner.runtime import CompiledStatement, Fallback, Run
 from marketgraph.resolvers import admin as admin_resolvers
@@ -72,15 +72,22 @@ def _int(value: int) -> int:
     return value
 
 
-def _iso(value: Any) -> Any:
-    return None if value is None else value.isoformat()
+def int_expr(plan: ObjectPlan, value: str) -> str:
+    """`value` as a GraphQL Int: checked in place, `_int` (the fallback) only when out of range."""
+    plan.helper("_int", _int)
+    return f"({value} if {-INT32} <= {value} < {INT32} else _int({value}))"
 
 
-def _gid(type_name: str) -> Callable[[Market, uuid.UUID], str]:
-    def make(market: Market, key: uuid.UUID) -> str:
-        return encode_id(type_name, market.code, key)
+def iso_expr(value: str) -> str:
+    """A DateTime as Strawberry writes it (ISO 8601), null for null."""
+    return f"(None if {value} is None else {value}.isoformat())"
 
-    return make
+
+def gid_expr(plan: ObjectPlan, type_name: str, key: str) -> str:
+    """The global id of each source, whose database key is the expression `key`: encoded
+    for the whole level in one call."""
+    plan.helper("_ids", encode_ids)
+    return plan.per_level(f"_ids({type_name!r}, M.code, [{key} for p in P])") + "[i]"
 
 
 def _market_dict(market: Market, keys: list[tuple[str, str]]) -> dict[str, Any]:
@@ -222,17 +229,19 @@ def money_expr(
     cc: CompileContext, plan: ObjectPlan, nodes: list[FieldNode], amount: str, market: str = "M"
 ) -> str:
     """A dict literal of the selected Money fields of `amount` (an expression) in `market`."""
-    plan.helper("_int", _int)
-    plan.helper("_fmt", format_money)
     parts = []
     for key, sub in cc.sub(nodes, "Money").items():
         name = sub[0].name.value
         cc.field_def("Money", sub)
         if name == "amountMinor":
-            parts.append(f"{key!r}: _int({amount})")
+            parts.append(f"{key!r}: {int_expr(plan, amount)}")
         elif name == "currency":
             parts.append(f"{key!r}: {market}.currency")
+        elif name == "formatted" and market == "M":
+            plan.helper("_formatter", formatter)
+            parts.append(f"{key!r}: {plan.per_level('_formatter(M)')}({amount})")
         elif name == "formatted":
+            plan.helper("_fmt", format_money)
             parts.append(f"{key!r}: _fmt({amount}, {market})")
         elif name == "__typename":
             parts.append(f"{key!r}: 'Money'")
@@ -248,9 +257,10 @@ def money_function(
     computes itself (cart subtotals, line totals) rather than reads from a row."""
     host = ObjectPlan("Money")
     amount_expr = money_expr(cc, host, nodes, "p")
+    prelude = "".join(f"    {name} = {expr}\n" for expr, name in host.levels.items())
     namespace = dict(host.env)
     exec(  # noqa: S102 - the Money dict literal compiled once, like the builders
-        compile(f"def money(p, M):\n    return {amount_expr}\n", "<plan Money>", "exec"),
+        compile(f"def money(p, M):\n{prelude}    return {amount_expr}\n", "<plan Money>", "exec"),
         namespace,
     )
     money: Callable[[int, Market], dict[str, Any]] = namespace["money"]
@@ -492,10 +502,9 @@ class Compiler:
     # Product -------------------------------------------------------------------------------
     def product(self, nodes: list[FieldNode], columns: list[str] | None = None) -> ObjectPlan:
         plan = table_plan("Product", columns)
-        gid = plan.helper("_gid_product", _gid("Product"))
         for key, name, sub in self._fields("Product", nodes):
             if name == "id":
-                plan.add(key, f"{gid}(M, {plan.column('id')})")
+                plan.add(key, gid_expr(plan, "Product", plan.column("id")))
             elif name == "market":
                 plan.add(key, market_expr(self.cc, plan, sub))
             elif name in ("sku", "name", "description"):
@@ -513,12 +522,10 @@ class Compiler:
     # User ----------------------------------------------------------------------------------
     def user(self, nodes: list[FieldNode], columns: list[str] | None = None) -> ObjectPlan:
         plan = table_plan("User", columns)
-        gid = plan.helper("_gid_user", _gid("User"))
-        plan.helper("_iso", _iso)
         user_id = plan.column("id")
         for key, name, sub in self._fields("User", nodes):
             if name == "id":
-                plan.add(key, f"{gid}(M, {user_id})")
+                plan.add(key, gid_expr(plan, "User", user_id))
             elif name == "market":
                 plan.add(key, market_expr(self.cc, plan, sub))
             elif name in ("phone", "email", "timezone", "language"):
@@ -535,7 +542,7 @@ class Compiler:
                 plan.add(key, plan.column("preferences"))
             elif name in ("createdAt", "lastLoginAt"):
                 column = "created_at" if name == "createdAt" else "last_login_at"
-                plan.add(key, f"_iso({plan.column(column)})")
+                plan.add(key, iso_expr(plan.column(column)))
             elif name == "cart":
                 plan.add_child(key, self._user_cart(sub))
             elif name == "wallet":
@@ -623,10 +630,9 @@ class Compiler:
     def cart(self, nodes: list[FieldNode]) -> ObjectPlan:
         """Over (user id, cart id | None) sources."""
         plan = ObjectPlan("Cart")
-        gid = plan.helper("_gid_cart", _gid("Cart"))
         for key, name, sub in self._fields("Cart", nodes):
             if name == "id":
-                plan.add(key, f"{gid}(M, p[1] if p[1] is not None else p[0])")
+                plan.add(key, gid_expr(plan, "Cart", "p[1] if p[1] is not None else p[0]"))
             elif name == "items":
                 item = self.cart_item(sub)
                 plan.add_child(
@@ -687,10 +693,9 @@ class Compiler:
 
     def cart_item(self, nodes: list[FieldNode]) -> ObjectPlan:
         plan = table_plan("CartItem")
-        gid = plan.helper("_gid_item", _gid("CartItem"))
         for key, name, sub in self._fields("CartItem", nodes):
             if name == "id":
-                plan.add(key, f"{gid}(M, {plan.column('id')})")
+                plan.add(key, gid_expr(plan, "CartItem", plan.column("id")))
             elif name == "quantity":
                 plan.add(key, plan.column("quantity"))
             elif name == "product":
@@ -736,11 +741,9 @@ class Compiler:
     # Orders --------------------------------------------------------------------------------
     def order(self, nodes: list[FieldNode], columns: list[str] | None = None) -> ObjectPlan:
         plan = table_plan("Order", columns)
-        gid = plan.helper("_gid_order", _gid("Order"))
-        plan.helper("_iso", _iso)
         for key, name, sub in self._fields("Order", nodes):
             if name == "id":
-                plan.add(key, f"{gid}(M, {plan.column('id')})")
+                plan.add(key, gid_expr(plan, "Order", plan.column("id")))
             elif name == "number":
                 plan.add(key, plan.column("number"))
             elif name == "status":
@@ -750,7 +753,7 @@ class Compiler:
             elif name == "total":
                 plan.add(key, money_expr(self.cc, plan, sub, plan.column("total_minor")))
             elif name == "createdAt":
-                plan.add(key, f"_iso({plan.column('created_at')})")
+                plan.add(key, iso_expr(plan.column("created_at")))
             elif name == "user":
                 plan.add_child(
                     key,
@@ -812,11 +815,9 @@ class Compiler:
     # Wallet transactions -------------------------------------------------------------------
     def transaction(self, nodes: list[FieldNode], columns: list[str] | None = None) -> ObjectPlan:
         plan = table_plan("WalletTransaction", columns)
-        gid = plan.helper("_gid_tx", _gid("WalletTransaction"))
-        plan.helper("_iso", _iso)
         for key, name, sub in self._fields("WalletTransaction", nodes):
             if name == "id":
-                plan.add(key, f"{gid}(M, {plan.column('id')})")
+                plan.add(key, gid_expr(plan, "WalletTransaction", plan.column("id")))
             elif name == "kind":
                 plan.add(key, plan.column("kind"))
             elif name == "amount":
@@ -824,7 +825,7 @@ class Compiler:
             elif name == "externalId":
                 plan.add(key, plan.column("external_id"))
             elif name == "createdAt":
-                plan.add(key, f"_iso({plan.column('created_at')})")
+                plan.add(key, iso_expr(plan.column("created_at")))
             elif name == "order":
                 plan.add_child(
                     key,

@@ -30,6 +30,7 @@ class ObjectPlan:
     children: list[Child] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)  # row columns the expressions read
     env: dict[str, Any] = field(default_factory=dict)
+    levels: dict[str, str] = field(default_factory=dict)  # expression -> name, once per build
     _builder: Callable[..., list[dict[str, Any]]] | None = None
 
     def column(self, name: str) -> str:
@@ -40,6 +41,14 @@ class ObjectPlan:
 
     def helper(self, name: str, value: Any) -> str:
         self.env[name] = value
+        return name
+
+    def per_level(self, expr: str) -> str:
+        """A name for `expr` evaluated once per build, before the rows: it may read the
+        sources `P` and the market `M`; a list of one value per source is read as `name[i]`."""
+        name = self.levels.get(expr)
+        if name is None:
+            name = self.levels[expr] = f"L{len(self.levels)}"
         return name
 
     def add(self, key: str, expr: str) -> None:
@@ -59,8 +68,10 @@ class ObjectPlan:
             else:
                 parts.append(f"{key!r}: {expr}")
         args = "".join(f", C{n}" for n in range(slot))
-        loop = "for i, p in enumerate(P)" if slot else "for p in P"
-        source = f"def build(P, M{args}):\n    return [{{{', '.join(parts)}}} {loop}]\n"
+        indexed = slot or any(f"{name}[i]" in "".join(parts) for name in self.levels.values())
+        loop = "for i, p in enumerate(P)" if indexed else "for p in P"
+        prelude = "".join(f"    {name} = {expr}\n" for expr, name in self.levels.items())
+        source = f"def build(P, M{args}):\n{prelude}    return [{{{', '.join(parts)}}} {loop}]\n"
         namespace = dict(self.env)
         exec(compile(source, f"<plan {self.type_name}>", "exec"), namespace)  # noqa: S102
         self._builder = namespace["build"]

@@ -19,9 +19,9 @@ import asyncpg
 from sqlalchemy import Select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.pool import PoolProxiedConnection
-from sqlalchemy.util import greenlet_spawn
 
 from marketgraph.context import RequestContext
+from marketgraph.db import greenlets
 from marketgraph.db.databases import Store
 from marketgraph.metrics import record_statement
 
@@ -84,8 +84,8 @@ class Run:
         for handle in self._handles:
             if id(handle) in broken:
                 # Tell the pool, so neither path gets this connection again.
-                await greenlet_spawn(handle.invalidate)
-            await greenlet_spawn(handle.close)
+                await greenlets.call(handle.invalidate)
+            await greenlets.call(handle.close)
 
     async def _connection(self, store: Store) -> _Connection:
         """One connection per engine: the compiled SQL names its schema, so every store of
@@ -98,7 +98,7 @@ class Run:
             try:
                 # Straight from the pool (checkout events, the idle ping, included): a
                 # SQLAlchemy Connection around it would cost more than the statement.
-                handle = await greenlet_spawn(store.engine.sync_engine.raw_connection)
+                handle = await greenlets.call(store.engine.sync_engine.raw_connection)
                 self._handles.append(handle)
                 pending.set_result(_Connection(handle, handle.driver_connection, asyncio.Lock()))
             except BaseException as exc:
