@@ -10,6 +10,7 @@ Modes:
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -192,22 +193,45 @@ async def kv(request: pytest.FixtureRequest) -> AsyncIterator[KeyValueStore]:
         await store.close()
 
 
+def build_app(
+    databases: Databases,
+    kv: KeyValueStore | None = None,
+    schema: strawberry.Schema | None = None,
+    **overrides: Any,
+) -> Starlette:
+    """An app on open stores (no lifespan: the stores are already open)."""
+    # Validated again, so overrides get their types (SecretStr, Path) as from the environment.
+    settings = Settings.model_validate(
+        {**databases.settings.model_dump(), "sms_backend": "memory", **overrides}
+    )
+    app = create_app(settings, schema)
+    install_services(app, build_services(settings, databases, kv or MemoryStore()))
+    return app
+
+
 @pytest.fixture
 def app_factory(stores: Databases) -> Callable[..., Starlette]:
-    """Build an app on the session's stores (no lifespan: the stores are already open)."""
+    """Build an app on the session's stores: `build_app` with the stores given."""
+    return functools.partial(build_app, stores)
 
-    def build(
-        kv: KeyValueStore | None = None, schema: strawberry.Schema | None = None, **overrides: Any
-    ) -> Starlette:
-        # Validated again, so overrides get their types (SecretStr, Path) as from the environment.
-        settings = Settings.model_validate(
-            {**stores.settings.model_dump(), "sms_backend": "memory", **overrides}
-        )
-        app = create_app(settings, schema)
-        install_services(app, build_services(settings, stores, kv or MemoryStore()))
-        return app
 
-    return build
+@pytest.fixture(scope="session")
+async def _shared_databases(shared_settings: Settings) -> AsyncIterator[Databases]:
+    databases = Databases(
+        Topology.resolve(shared_settings.markets.codes, shared_settings.database_urls),
+        shared_settings,
+    )
+    yield databases
+    await databases.dispose()
+
+
+@pytest.fixture
+async def shared_stores(_shared_databases: Databases) -> AsyncIterator[Databases]:
+    """The four stores in one database (single-DATABASE_URL mode); emptied after the test."""
+    try:
+        yield _shared_databases
+    finally:
+        await truncate_all(_shared_databases)
 
 
 @pytest.fixture

@@ -78,9 +78,10 @@ def int_expr(plan: ObjectPlan, value: str) -> str:
     return f"({value} if {-INT32} <= {value} < {INT32} else _int({value}))"
 
 
-def iso_expr(value: str) -> str:
-    """A DateTime as Strawberry writes it (ISO 8601), null for null."""
-    return f"(None if {value} is None else {value}.isoformat())"
+def datetime_expr(value: str) -> str:
+    """A DateTime column, left to orjson: asyncpg reads timestamptz as UTC datetimes, which
+    orjson writes exactly as Strawberry's `isoformat()` does (tests/unit/test_planner_values)."""
+    return value
 
 
 def gid_expr(plan: ObjectPlan, type_name: str, key: str) -> str:
@@ -542,7 +543,7 @@ class Compiler:
                 plan.add(key, plan.column("preferences"))
             elif name in ("createdAt", "lastLoginAt"):
                 column = "created_at" if name == "createdAt" else "last_login_at"
-                plan.add(key, iso_expr(plan.column(column)))
+                plan.add(key, datetime_expr(plan.column(column)))
             elif name == "cart":
                 plan.add_child(key, self._user_cart(sub))
             elif name == "wallet":
@@ -753,7 +754,7 @@ class Compiler:
             elif name == "total":
                 plan.add(key, money_expr(self.cc, plan, sub, plan.column("total_minor")))
             elif name == "createdAt":
-                plan.add(key, iso_expr(plan.column("created_at")))
+                plan.add(key, datetime_expr(plan.column("created_at")))
             elif name == "user":
                 plan.add_child(
                     key,
@@ -825,7 +826,7 @@ class Compiler:
             elif name == "externalId":
                 plan.add(key, plan.column("external_id"))
             elif name == "createdAt":
-                plan.add(key, iso_expr(plan.column("created_at")))
+                plan.add(key, datetime_expr(plan.column("created_at")))
             elif name == "order":
                 plan.add_child(
                     key,

@@ -84,8 +84,9 @@ class ObjectPlan:
             return []
         if not self.children:
             return self._builder(sources, market)
-        if len(self.children) == 1:
-            return self._builder(sources, market, await self.children[0](run, sources, market))
+        if len(self.children) == 1 or not run.concurrent:
+            results = [await child(run, sources, market) for child in self.children]
+            return self._builder(sources, market, *results)
         # A TaskGroup, not gather: when one child fails the others are cancelled and awaited,
         # so none is left running (holding a store connection) after the run has ended.
         async with asyncio.TaskGroup() as group:

@@ -68,6 +68,10 @@ class Run:
         self.variables = variables
         self._connections: dict[int, asyncio.Future[_Connection]] = {}
         self._handles: list[PoolProxiedConnection] = []  # every one taken, closed at the end
+        # Sibling branches run concurrently only when they can reach different databases:
+        # on one database they would take turns on its one connection anyway, and tasks
+        # cost more than they overlap (one DATABASE_URL, the usual set-up).
+        self.concurrent = len(ctx.databases.engines) > 1
 
     async def __aenter__(self) -> Run:
         return self

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ from marketgraph.db.models.app import Product
 from marketgraph.db.models.auth import User
 from marketgraph.db.topology import Topology
 from marketgraph.settings import Settings
-from tests.conftest import truncate_all
 
 
 @pytest.fixture(autouse=True)
@@ -38,17 +37,6 @@ def open_with(urls: dict[str, str], tmp_path: Path, **overrides: Any) -> Databas
 
 def separate_urls(settings: Settings) -> dict[str, str]:
     return dict(settings.database_urls)
-
-
-@pytest.fixture
-async def shared_stores(shared_settings: Settings, tmp_path: Path) -> AsyncIterator[Databases]:
-    """The single-database mode's four stores; emptied after the test."""
-    databases = open_with(dict(shared_settings.database_urls), tmp_path)
-    try:
-        yield databases
-    finally:
-        await truncate_all(databases)
-        await databases.dispose()
 
 
 async def test_shared_mode_has_one_engine_for_four_stores(shared_stores: Databases) -> None:

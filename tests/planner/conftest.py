@@ -34,6 +34,7 @@ from marketgraph.db.models.app import (
 from marketgraph.db.models.auth import User, UserType
 from marketgraph.db.models.base import new_id
 from marketgraph.resolvers.pagination import encode_cursor
+from tests.conftest import build_app
 from tests.factories import (
     add_cart_item,
     create_customer,
@@ -299,3 +300,13 @@ async def pair(app_factory: Callable[..., Starlette], seeded: Seeded) -> AsyncIt
     off = app_factory(query_planner="off")
     async with http_client(on) as on_client, http_client(off) as off_client:
         yield Pair(on, off, on_client, off_client, caller_headers(on, seeded))
+
+
+@pytest.fixture
+async def one_database(shared_stores: Databases) -> AsyncIterator[tuple[Pair, Seeded]]:
+    """The pair and the data set in single-DATABASE_URL mode: four stores, one engine."""
+    seeded = await seed(shared_stores)
+    on = build_app(shared_stores, query_planner="on")
+    off = build_app(shared_stores, query_planner="off")
+    async with http_client(on) as on_client, http_client(off) as off_client:
+        yield Pair(on, off, on_client, off_client, caller_headers(on, seeded)), seeded

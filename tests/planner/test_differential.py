@@ -246,6 +246,22 @@ async def test_documents_agree(
     assert hand.planned_share() >= 0.9, hand.unplanned_answers
 
 
+async def test_documents_agree_on_one_database(
+    one_database: tuple[Pair, Seeded], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With a single DATABASE_URL the four stores share one connection per request and
+    sibling branches take turns on it rather than run as tasks: the same bytes again."""
+    pair, seeded = one_database
+    assert len(pair.on.state.services.databases.engines) == 1
+    tally = Tally()
+    for doc in DOCUMENTS:
+        await compare_document(pair, tally, seeded, doc)
+    with capsys.disabled():
+        print(f"\n{report(tally, 'all documents, one database')}")
+    assert_agree(tally)
+    assert tally.planned_share() >= 0.9, tally.unplanned_answers
+
+
 # --- generated documents ------------------------------------------------------------------------
 
 
