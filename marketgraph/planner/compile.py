@@ -10,7 +10,6 @@ operation `NotPlannable`: unknown means fallback, never a guess.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -339,11 +338,9 @@ def fetch_by_key(
         rows = await run.fetch(store, statement, {"keys": wanted}) if wanted else []
         if many:
             groups: dict[Any, list[Any]] = {}
-            for row in rows:
-                groups.setdefault(row[key_index], []).append(row)
-            built = await child.build(run, rows, market)
-            by_row = {id(row): value for row, value in zip(rows, built, strict=True)}
-            return [[by_row[id(r)] for r in groups.get(k, [])] for k in keys]
+            for row, value in zip(rows, await child.build(run, rows, market), strict=True):
+                groups.setdefault(row[key_index], []).append(value)
+            return [groups.get(k, []) for k in keys]
         found = {row[key_index]: row for row in rows}
         matched = [found.get(k) if k is not None else None for k in keys]
         if required is not None and any(m is None for m in matched):
@@ -363,9 +360,10 @@ def fetch_pages(
     connection: ObjectPlan,
     arguments: Arguments,
     key_of: Callable[[Any], Any],
-    check: Callable[[Run, Any], None] | None = None,
+    check: Callable[[Run, list[Any]], None] | None = None,
 ) -> Child:
-    """Each source's page (`first`/`after`) of its rows, newest first, in one statement."""
+    """Each source's page (`first`/`after`) of its rows, newest first, in one statement;
+    `check` may refuse the sources first."""
     columns = list(connection.columns) or ["id"]
     statement = CompiledStatement(
         pages_by_owner([table.c[c] for c in columns], table.c[owner_column], table.c.id)
@@ -373,8 +371,7 @@ def fetch_pages(
 
     async def resolve(run: Run, sources: list[Any], market: Market) -> list[Any]:
         if check is not None:
-            for p in sources:
-                check(run, p)
+            check(run, sources)
         args = arguments(run)
         first = check_first(args.get("first"))
         after = decode_cursor(args.get("after"))
@@ -476,10 +473,14 @@ PRICES = CompiledStatement(
 )
 
 
-def check_reader(run: Run, user_id: uuid.UUID) -> None:
-    """User.cart/wallet/orders/transactions: the user's own, or an admin's view."""
+def check_readers(run: Run, sources: list[Any]) -> None:
+    """User.cart/wallet/orders/transactions of user sources (the id first): each the
+    caller's own, or an admin's view."""
     ctx = run.ctx
-    if not ctx.is_admin and ctx.require_user() != user_id:
+    if ctx.is_admin or not sources:
+        return
+    caller = ctx.require_user()
+    if any(p[0] != caller for p in sources):
         raise DomainError(ErrorCode.NOT_FOUND, "Not found")
 
 
@@ -559,7 +560,7 @@ class Compiler:
                         connection,
                         Arguments(self.cc.field_def("User", sub), sub[0]),
                         key_of=lambda p: p[0],
-                        check=lambda run, p: check_reader(run, p[0]),
+                        check=check_readers,
                     ),
                 )
             elif name == "transactions":
@@ -575,7 +576,7 @@ class Compiler:
                         connection,
                         Arguments(self.cc.field_def("User", sub), sub[0]),
                         key_of=lambda p: p[0],
-                        check=lambda run, p: check_reader(run, p[0]),
+                        check=check_readers,
                     ),
                 )
             elif name == "__typename":
@@ -591,8 +592,7 @@ class Compiler:
         )
 
         async def resolve(run: Run, sources: list[Any], market: Market) -> list[Any]:
-            for p in sources:
-                check_reader(run, p[0])
+            check_readers(run, sources)
             user_ids = [p[0] for p in sources]
             store = run.ctx.databases.store(market.code, "app")
             rows = await run.fetch(store, statement, {"keys": user_ids})
@@ -617,8 +617,7 @@ class Compiler:
         )
 
         async def resolve(run: Run, sources: list[Any], market: Market) -> list[Any]:
-            for p in sources:
-                check_reader(run, p[0])
+            check_readers(run, sources)
             user_ids = [p[0] for p in sources]
             store = run.ctx.databases.store(market.code, "app")
             rows = await run.fetch(store, statement, {"keys": user_ids})
