@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from marketgraph.db.embedded import EmbeddedPostgres, ensure_databases
+from marketgraph.db.pool import WarmOverflowPool
 from marketgraph.db.topology import StoreKey, Topology
 from marketgraph.settings import ROLES, PoolSettings, Role, Settings
 
@@ -111,6 +112,7 @@ def _create_engine(url: URL, pool: PoolSettings, connect_timeout: float) -> Asyn
         )
     engine = create_async_engine(
         url,
+        poolclass=WarmOverflowPool,
         pool_size=pool.size,
         max_overflow=pool.max_overflow,
         pool_timeout=pool.timeout,
