@@ -139,11 +139,14 @@ async def shared_settings(postgres_url: URL, data_dir: Path) -> AsyncIterator[Se
 
 @pytest.fixture(scope="session")
 async def _databases(settings: Settings) -> AsyncIterator[Databases]:
-    databases = Databases(
-        Topology.resolve(settings.markets.codes, settings.database_urls), settings
-    )
+    databases = databases_for(settings)
     yield databases
     await databases.dispose()
+
+
+def databases_for(settings: Settings) -> Databases:
+    """The engines of every store `settings` places (none connected until used)."""
+    return Databases(Topology.resolve(settings.markets.codes, settings.database_urls), settings)
 
 
 async def truncate_all(databases: Databases) -> None:
@@ -217,10 +220,7 @@ def app_factory(stores: Databases) -> Callable[..., Starlette]:
 
 @pytest.fixture(scope="session")
 async def _shared_databases(shared_settings: Settings) -> AsyncIterator[Databases]:
-    databases = Databases(
-        Topology.resolve(shared_settings.markets.codes, shared_settings.database_urls),
-        shared_settings,
-    )
+    databases = databases_for(shared_settings)
     yield databases
     await databases.dispose()
 

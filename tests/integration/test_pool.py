@@ -12,10 +12,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketgraph.db import pool as pool_module
-from marketgraph.db.databases import Databases
 from marketgraph.db.pool import WarmOverflowPool
-from marketgraph.db.topology import Topology
 from marketgraph.settings import Settings
+from tests.conftest import databases_for
 
 SIZE, OVERFLOW = 2, 3
 
@@ -31,8 +30,7 @@ async def engine(shared_settings: Settings) -> AsyncIterator[AsyncEngine]:
             "db_pool_timeout": 0.3,
         }
     )
-    topology = Topology.resolve(settings.markets.codes, settings.database_urls)
-    databases = Databases(topology, settings)
+    databases = databases_for(settings)
     (engine,) = databases.engines
     try:
         yield engine
