@@ -163,11 +163,9 @@ class Floor:
         self.pool = await asyncpg.create_pool(
             self.dsn, min_size=1, max_size=MAX_POOL, reset=_keep_session
         )
-        # What start-up loaded lives as long as the process: out of the cyclic collector's way;
-        # and young collections as rare as the server's (marketgraph.app.YOUNG_GC_THRESHOLD).
+        # What start-up loaded lives as long as the process: out of the cyclic collector's way.
         gc.collect()
         gc.freeze()
-        gc.set_threshold(10_000, *gc.get_threshold()[1:])
 
     async def stop(self) -> None:
         if self.pool is not None:

@@ -37,8 +37,6 @@ from marketgraph.webhooks import webhook_routes
 
 log = structlog.get_logger(__name__)
 
-YOUNG_GC_THRESHOLD = 10_000
-
 
 class GraphQLView(GraphQL[RequestContext, None]):
     """Strawberry over Starlette: builds the typed context, formats errors, encodes with orjson."""
@@ -128,10 +126,6 @@ def create_app(
         # collector's way, so collections under load scan only per-request garbage.
         gc.collect()
         gc.freeze()
-        # A planned answer is thousands of dicts alive at once, freed by reference counting
-        # when it is sent; at the default threshold (700) every such answer set off young
-        # collections that found nothing (6 % of a 50-user read's CPU).
-        gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
         log.info(
             "marketgraph started",
             environment=settings.environment,
