@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from marketgraph.db.databases import Databases
+from marketgraph.middleware import route_path
 
 
 @dataclass(slots=True)
@@ -181,7 +182,8 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = scope["path"] if scope["path"] in _ROUTES else "other"
+        path = route_path(scope)
+        route = path if path in _ROUTES else "other"
         method = scope["method"] if scope["method"] in _METHODS else "other"
         status = 500
         counter = StatementCount()

@@ -41,6 +41,16 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
+def route_path(scope: Scope) -> str:
+    """The path the app routes on: without the root path a proxy mounts the app under
+    (uvicorn --root-path), as Starlette's router sees it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :]
+    return path
+
+
 def header(scope: Scope, name: bytes) -> str | None:
     """The first value of header `name` (lower case, as ASGI gives names), or None."""
     headers: list[tuple[bytes, bytes]] = scope["headers"]

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from marketgraph.context import request_context
 from marketgraph.errors import DomainError
 from marketgraph.metrics import Metrics
-from marketgraph.middleware import header
+from marketgraph.middleware import header, route_path
 from marketgraph.planner import Planner
 from marketgraph.services import Services
 
@@ -43,7 +43,7 @@ class PlannedReads:
         self.shadow = shadow
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/graphql":
+        if scope["type"] != "http" or route_path(scope) != "/graphql":
             await self.app(scope, receive, send)
             return
         if scope["method"] == "POST":
