@@ -49,7 +49,7 @@ from marketgraph.planner.plan import Child, ObjectPlan
 from marketgraph.planner.runtime import CompiledStatement, Fallback, Run
 from marketgraph.resolvers import admin as admin_resolvers
 from marketgraph.resolvers.admin import user_by_phone_statement, users_page
-from marketgraph.resolvers.catalog import catalog_page, search_query
+from marketgraph.resolvers.catalog import catalog_page, catalog_params
 from marketgraph.resolvers.pagination import Page, check_first, decode_cursor, encode_cursor
 from marketgraph.resolvers.statements import pages_by_owner, rows_by_keys
 from marketgraph.settings import Role
@@ -1046,13 +1046,10 @@ class RootCompiler(Compiler):
             if found is None:
                 raise _not_found(f"No market {code!r}")
             after = decode_cursor(args.get("after"))
-            params: dict[str, Any] = {"limit": first + 1, "after": after}
-            search = args.get("search")
-            if search is not None:
-                params["query"] = search_query(search)
-                if params["query"] is None:
-                    return await connection.build(run, [Page([], False)], found)
-            statement = statements[(after is not None, search is not None)]
+            params = catalog_params(first, after, args.get("search"))
+            if params is None:
+                return await connection.build(run, [Page([], False)], found)
+            statement = statements[(after is not None, "query" in params)]
             store = ctx.databases.store(found.code, "app")
             return await one_page(run, store, statement, params, first, connection, found)
 

@@ -54,15 +54,28 @@ def catalog_page(columns: Sequence[Any], *, after: bool, search: bool) -> Select
     return stmt
 
 
+def catalog_params(
+    first: int, after: uuid.UUID | None, search: str | None
+) -> dict[str, Any] | None:
+    """The parameters of `catalog_page` (its `search` variant when they hold a `query`), or
+    None when `search` has no word, so nothing can match. A blank search is no search: a
+    cleared search box lists the catalog."""
+    params: dict[str, Any] = {"limit": first + 1, "after": after}
+    if search is not None and search.strip():
+        query = search_query(search)
+        if query is None:
+            return None
+        params["query"] = query
+    return params
+
+
 async def list_products(
     conn: AsyncConnection, first: int, after: uuid.UUID | None, search: str | None
 ) -> Page:
     """A page of the catalog in creation order, optionally matching every word of `search`
     as a prefix of the name's or SKU's words."""
-    params: dict[str, Any] = {"limit": first + 1, "after": after}
-    if search is not None:
-        params["query"] = search_query(search)
-        if params["query"] is None:
-            return Page([], False)
-    stmt = catalog_page(PRODUCT_COLUMNS, after=after is not None, search=search is not None)
+    params = catalog_params(first, after, search)
+    if params is None:
+        return Page([], False)
+    stmt = catalog_page(PRODUCT_COLUMNS, after=after is not None, search="query" in params)
     return page_of((await conn.execute(stmt, params)).all(), first)

@@ -88,6 +88,9 @@ async def test_an_unknown_market_is_not_found(http: httpx.AsyncClient, stores: D
         ("чай чёр", ["Чай чёрный"]),
         ("зел", ["Чай зелёный"]),
         ("коф", []),
+        ("!!", []),  # no word: nothing matches
+        ("", ["Чай чёрный", "Чай зелёный", "Green tea"]),  # blank: the whole catalog
+        ("   ", ["Чай чёрный", "Чай зелёный", "Green tea"]),
         ("green", ["Green tea"]),
         ("TEA", ["Чай чёрный", "Green tea"]),  # a SKU word and a name word
         ("TEA-00", ["Чай чёрный"]),  # SKU prefixes, as the SKU is written
