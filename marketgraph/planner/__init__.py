@@ -23,6 +23,7 @@ from graphql import (
     OperationType,
     VariableNode,
     parse,
+    specified_rules,
     validate,
     visit,
 )
@@ -33,6 +34,7 @@ from marketgraph.context import RequestContext
 from marketgraph.planner.compile import CompileContext, NotPlannable, RootCompiler
 from marketgraph.planner.plan import ObjectPlan
 from marketgraph.planner.runtime import Fallback, Run
+from marketgraph.schema.limits import LIMIT_RULES
 
 __all__ = ["Fallback", "Planner", "Prepared"]
 
@@ -106,8 +108,8 @@ class Planner:
             ast: DocumentNode = parse(query)
         except GraphQLError:
             return unplanned
-        if validate(self._schema, ast):
-            return unplanned
+        if validate(self._schema, ast, (*specified_rules, *LIMIT_RULES)):
+            return unplanned  # Strawberry answers the errors
         operations = [d for d in ast.definitions if isinstance(d, OperationDefinitionNode)]
         if operation_name is not None:
             operations = [o for o in operations if o.name and o.name.value == operation_name]

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError, NoSchemaIntrospectionCustomRule
+from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import (
     AddValidationRules,
     ParserCache,
@@ -15,6 +15,7 @@ from strawberry.extensions import (
 )
 from strawberry.types import ExecutionContext
 
+from marketgraph.schema.limits import LIMIT_RULES
 from marketgraph.schema.root import Mutation, Query
 
 
@@ -48,13 +49,15 @@ class ExtraErrors(SchemaExtension):
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:
     """The GraphQL schema; parsing and validation are cached per document."""
     # Factories: Strawberry builds extensions per request; the caches themselves are shared.
+    rules: list[type[ASTValidationRule]] = list(LIMIT_RULES)
+    if not introspection:
+        rules.append(NoSchemaIntrospectionCustomRule)
     extensions: list[Any] = [
         lambda: ParserCache(maxsize=1024),
         lambda: ValidationCache(maxsize=1024),
+        lambda: AddValidationRules(rules),
         ExtraErrors,
     ]
-    if not introspection:
-        extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))
     return Schema(query=Query, mutation=Mutation, extensions=extensions)
 
 
