@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 
 from marketgraph.auth import api_keys
@@ -27,20 +28,16 @@ async def revoke_access_token(kv: KeyValueStore, jti: str, expires_at: dt.dateti
 
 
 def _user_cutoff_key(market: str, user_id: uuid.UUID) -> str:
-    return f"revoked-before:{market}:{user_id}"
+    return f"revoked-before-ms:{market}:{user_id}"
 
 
 async def revoke_user_tokens(
     kv: KeyValueStore, market: str, user_id: uuid.UUID, access_ttl: int
 ) -> None:
-    """Refuse the user's access tokens issued before this second (logout from all sessions).
-
-    `iat` has whole seconds, so a token issued in this very second survives: the one
-    presented with the logout is revoked by its id, and a sign-in right after the
-    logout must keep working.
-    """
-    now = int(dt.datetime.now(dt.UTC).timestamp())
-    await kv.set(_user_cutoff_key(market, user_id), str(now), access_ttl + 60)
+    """Refuse the user's access tokens issued before this millisecond (logout from all
+    sessions); a sign-in right after the logout keeps working."""
+    now_ms = time.time_ns() // 1_000_000
+    await kv.set(_user_cutoff_key(market, user_id), str(now_ms), access_ttl + 60)
 
 
 async def authenticate(
@@ -71,7 +68,7 @@ async def authenticate(
         if await kv.get(_revoked_key(claims.jti)) is not None:
             raise DomainError(ErrorCode.UNAUTHENTICATED, "The access token was revoked")
         cutoff = await kv.get(_user_cutoff_key(claims.market, subject.key))
-        if cutoff is not None and claims.issued_at < float(cutoff):
+        if cutoff is not None and claims.issued_at_ms < int(cutoff):
             raise DomainError(ErrorCode.UNAUTHENTICATED, "The access token was revoked")
         return Principal(
             market=claims.market,

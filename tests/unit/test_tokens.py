@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,18 @@ def test_hs256_tokens_carry_the_contract_claims(hs: TokenService) -> None:
     assert verified.roles == {"member", "admin"}
     assert verified.jti == issued.jti
     assert verified.expires_at == issued.expires_at
+
+
+def test_the_time_of_issue_is_known_to_the_millisecond(hs: TokenService) -> None:
+    """What logout(allSessions) compares: `iat` has whole seconds, the UUIDv7 jti has
+    milliseconds; a token with another jti (issued before UUIDv7 ids) falls back to `iat`."""
+    before = time.time_ns() // 1_000_000
+    verified = hs.verify(hs.issue(SUBJECT, "kg", ["member"]).token)
+    after = time.time_ns() // 1_000_000
+    assert before <= verified.issued_at_ms <= after
+    assert verified.issued_at_ms // 1000 == int(verified.issued_at)
+    older = hs.verify(forge(hs, SECRET.encode(), jti=uuid.uuid4().hex))
+    assert older.issued_at_ms == int(older.issued_at) * 1000
 
 
 def test_a_forged_copy_with_the_real_secret_verifies(hs: TokenService) -> None:
