@@ -20,6 +20,9 @@ class KeyValueStore(Protocol):
 
     async def get(self, key: str) -> str | None: ...
 
+    async def get_many(self, *keys: str) -> list[str | None]:
+        """The values of `keys`, in order (one round trip)."""
+
     async def set(
         self, key: str, value: str, ttl: float | None = None, *, only_if_absent: bool = False
     ) -> bool:
@@ -60,6 +63,9 @@ class MemoryStore:
     async def get(self, key: str) -> str | None:
         entry = self._live(key)
         return entry[0] if entry else None
+
+    async def get_many(self, *keys: str) -> list[str | None]:
+        return [await self.get(key) for key in keys]
 
     async def set(
         self, key: str, value: str, ttl: float | None = None, *, only_if_absent: bool = False
@@ -117,6 +123,10 @@ class RedisStore:
     async def get(self, key: str) -> str | None:
         value = await self._redis.get(self._prefix + key)
         return None if value is None else str(value)
+
+    async def get_many(self, *keys: str) -> list[str | None]:
+        values = await self._redis.mget([self._prefix + key for key in keys])
+        return [None if value is None else str(value) for value in values]
 
     async def set(
         self, key: str, value: str, ttl: float | None = None, *, only_if_absent: bool = False

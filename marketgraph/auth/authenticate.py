@@ -65,10 +65,10 @@ async def authenticate(
             subject = None
         if subject is None or subject.market != claims.market or claims.market not in markets:
             raise DomainError(ErrorCode.UNAUTHENTICATED, "The access token is not valid")
-        if await kv.get(_revoked_key(claims.jti)) is not None:
-            raise DomainError(ErrorCode.UNAUTHENTICATED, "The access token was revoked")
-        cutoff = await kv.get(_user_cutoff_key(claims.market, subject.key))
-        if cutoff is not None and claims.issued_at_ms < int(cutoff):
+        revoked, cutoff = await kv.get_many(
+            _revoked_key(claims.jti), _user_cutoff_key(claims.market, subject.key)
+        )
+        if revoked is not None or (cutoff is not None and claims.issued_at_ms < int(cutoff)):
             raise DomainError(ErrorCode.UNAUTHENTICATED, "The access token was revoked")
         return Principal(
             market=claims.market,

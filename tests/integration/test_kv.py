@@ -31,6 +31,14 @@ async def test_get_and_set(kv: KeyValueStore) -> None:
     assert await kv.ttl("greeting") is None
 
 
+async def test_get_many_answers_in_order(kv: KeyValueStore) -> None:
+    await kv.set("a", "1")
+    await kv.set("c", "3", ttl=0.05)
+    assert await kv.get_many("a", "b", "c") == ["1", None, "3"]
+    await asyncio.sleep(0.1)
+    assert await kv.get_many("c", "a") == [None, "1"]
+
+
 async def test_set_with_ttl_expires(kv: KeyValueStore) -> None:
     await kv.set("code", "123456", ttl=SHORT)
     await kv.set("keeper", "stays")
