@@ -13,6 +13,7 @@ top of it; connections are handed out newest first, so the surplus is the idle o
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -23,6 +24,8 @@ OVERFLOW_IDLE_SECONDS = 30.0
 
 
 class WarmOverflowPool(AsyncAdaptedQueuePool):
+    """The pool every engine uses (see the module's docstring)."""
+
     def __init__(self, creator: Any, pool_size: int = 5, max_overflow: int = 10, **kw: Any):
         # The queue holds every open connection, overflow included (0: unbounded, as
         # QueuePool's own pool_size=0 or max_overflow=-1 mean).
@@ -79,3 +82,8 @@ class WarmOverflowPool(AsyncAdaptedQueuePool):
             _dispatch=self.dispatch,
             dialect=self._dialect,
         )
+
+
+# SQLAlchemy keeps its own loggers at WARNING unless asked; the pool's housekeeping lines
+# ("Pool recreating", "Pool disposed") would otherwise reach the app's INFO log from here.
+logging.getLogger(f"{__name__}.{WarmOverflowPool.__name__}").setLevel(logging.WARNING)
