@@ -102,12 +102,21 @@ class RequestContext:
                 f"{self.principal.market!r}",
             )
 
+    def reachable_market(self, code: str) -> Market | None:
+        """Market `code` when the caller may read its data: the request's own market, or any
+        for an admin user (an API key stays in its market); None otherwise, or if unknown."""
+        market = self.markets.get(code)
+        if market is None or market.code == self.market.code:
+            return market
+        reaches = self.principal is not None and self.principal.reaches_every_market
+        return market if reaches else None
+
     def store_for(self, market: str, role: Role) -> Store:
-        """Another market's store: only admins reach across markets (else `NOT_FOUND`)."""
-        foreign = market != self.market.code
-        if market not in self.markets or (foreign and not self.is_admin):
+        """A store of a market the caller may reach (`reachable_market`), else `NOT_FOUND`."""
+        found = self.reachable_market(market)
+        if found is None:
             raise DomainError(ErrorCode.NOT_FOUND, "Not found")
-        return self.databases.store(market, role)
+        return self.databases.store(found.code, role)
 
 
 async def request_context(scope: Scope, services: Services) -> RequestContext:

@@ -25,3 +25,8 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return ADMIN in self.roles
+
+    @property
+    def reaches_every_market(self) -> bool:
+        """Admin users read any market's data; an API key, admin or not, stays in its own."""
+        return self.is_admin and self.api_key_id is None

@@ -977,8 +977,8 @@ class RootCompiler(Compiler):
             ctx = run.ctx
             parsed = decode_id(gid, "Order")
             viewer = None if ctx.is_admin else ctx.require_user()
-            found = ctx.markets.get(parsed.market)
-            if found is None or (viewer is not None and found.code != ctx.market.code):
+            found = ctx.reachable_market(parsed.market)
+            if found is None:
                 raise _not_found("No such order")
             store = ctx.databases.store(found.code, "app")
             rows = await run.fetch(store, statement, {"keys": [parsed.key]})
@@ -1013,8 +1013,8 @@ class RootCompiler(Compiler):
             if parsed.type_name not in ("User", "WalletTransaction"):
                 raise _not_found()
             viewer = None if ctx.is_admin else ctx.require_user()
-            found = ctx.markets.get(parsed.market)
-            if found is None or (viewer is not None and found.code != ctx.market.code):
+            found = ctx.reachable_market(parsed.market)
+            if found is None:
                 raise _not_found()
             if parsed.type_name == "User":
                 store = ctx.databases.store(found.code, "auth")

@@ -426,14 +426,12 @@ async def create_api_key(ctx: RequestContext, name: str, market_code: str) -> Cr
     # `created_by` references users of the key's own auth store: an admin of another
     # market is not a row there.
     created_by = principal.user_id if principal.market == market.code else None
-    return await api_keys.create(
-        ctx.databases.store(market.code, "auth"), name, created_by=created_by
-    )
+    return await api_keys.create(ctx.store_for(market.code, "auth"), name, created_by=created_by)
 
 
 async def revoke_api_key(ctx: RequestContext, key_gid: str) -> bool:
     ctx.require_admin()
     parsed = decode_id(key_gid, "ApiKey")
-    if parsed.market not in ctx.markets:
+    if ctx.reachable_market(parsed.market) is None:
         return False
     return await api_keys.revoke(ctx.databases.store(parsed.market, "auth"), parsed.key)

@@ -67,7 +67,7 @@ async def market_stats(ctx: RequestContext) -> tuple[list[MarketFigures], list[D
     """Every market's figures, gathered concurrently; a market whose store is down becomes an
     error beside the others' figures instead of failing the whole answer."""
     ctx.require_admin()
-    markets = list(ctx.markets)
+    markets = [m for m in ctx.markets if ctx.reachable_market(m.code) is not None]
     results = await asyncio.gather(
         *(gather_market_figures(ctx.databases, m) for m in markets), return_exceptions=True
     )

@@ -24,8 +24,8 @@ async def node(info: Info, gid: str) -> Node | None:
     if parsed.type_name not in ("User", "WalletTransaction"):
         raise DomainError(ErrorCode.NOT_FOUND, "Not found")
     viewer = None if ctx.is_admin else ctx.require_user()
-    market = ctx.markets.get(parsed.market)
-    if market is None or (viewer is not None and market.code != ctx.market.code):
+    market = ctx.reachable_market(parsed.market)
+    if market is None:
         raise DomainError(ErrorCode.NOT_FOUND, "Not found")
     loaders = ctx.loaders_for(market.code)
     if parsed.type_name == "User":

@@ -115,8 +115,8 @@ async def order_by_id(info: Info, order_gid: str) -> Order:
     ctx = info.context
     parsed = decode_id(order_gid, "Order")
     viewer = None if ctx.is_admin else ctx.require_user()
-    market = ctx.markets.get(parsed.market)
-    if market is None or (viewer is not None and market.code != ctx.market.code):
+    market = ctx.reachable_market(parsed.market)
+    if market is None:
         raise DomainError(ErrorCode.NOT_FOUND, "No such order")
     row = await ctx.loaders_for(market.code).orders_by_id.load(parsed.key)
     if row is None or (viewer is not None and row.user_id != viewer):

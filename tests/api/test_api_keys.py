@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from marketgraph.db.databases import Databases
 from marketgraph.db.models.auth import ApiKey, User, UserType
 from marketgraph.ids import decode_id
+from tests.factories import create_customer, create_order, create_product, gid
 from tests.helpers import (
     VIEWER,
     data,
@@ -160,3 +161,43 @@ async def test_bad_key_requests(app_factory: AppFactory, stores: Databases) -> N
         for bad in ("mg_kg_", "mg_zz_abc", "nothing", "mg_kg_unknownkey"):
             assert error_code(await gql(client, VIEWER, api_key=bad)) == "UNAUTHENTICATED", bad
     assert await key_rows(stores, "kg") == []
+
+
+async def test_a_key_reads_and_writes_only_its_own_market(
+    app_factory: AppFactory, stores: Databases
+) -> None:
+    """An admin user reaches every market; a key stays in the market it was made for."""
+    app = app_factory()
+    async with http_client(app) as client:
+        admin = await admin_token(client, app, stores)
+        kg_member = await create_customer(stores, "kg", phone=KG_MEMBER)
+        kg_app = stores.store("kg", "app")
+        tea = await create_product(kg_app)
+        kg_order = await create_order(kg_app, "kg", kg_member.id, [(tea.id, 1, tea.price_minor)])
+        us_user = await create_customer(stores, "us", phone="+12025550123")
+        kg_key = data(await create(client, "kg feed", "kg", token=admin))["createApiKey"]
+        us_key = data(await create(client, "us feed", "us", token=admin))["createApiKey"]["key"]
+
+        def ask(query: str, variables: dict[str, Any] | None = None) -> Any:
+            return gql(client, query, variables, api_key=us_key)
+
+        users = "query ($m: ID!) { users(market: $m) { edges { node { id } } } }"
+        assert data(await ask(users, {"m": "us"}))["users"]["edges"] == [
+            {"node": {"id": gid("User", "us", us_user.id)}}
+        ]
+        assert error_code(await ask(users, {"m": "kg"})) == "NOT_FOUND"
+        for type_name, key in (("User", kg_member.id), ("Order", kg_order.id)):
+            node = "query ($id: ID!) { node(id: $id) { id } }"
+            assert error_code(await ask(node, {"id": gid(type_name, "kg", key)})) == "NOT_FOUND"
+        order = "query ($id: ID!) { order(id: $id) { id } }"
+        assert error_code(await ask(order, {"id": gid("Order", "kg", kg_order.id)})) == "NOT_FOUND"
+        by_phone = "query ($p: String!) { userByPhone(phone: $p) { id } }"
+        assert error_code(await ask(by_phone, {"p": KG_MEMBER})) == "NOT_FOUND"
+        stats = data(await ask("{ marketStats { market { code } } }"))["marketStats"]
+        assert stats == [{"market": {"code": "us"}}]
+        assert error_code(await create(client, "kg again", "kg", api_key=us_key)) == "NOT_FOUND"
+        assert data(await ask(REVOKE, {"id": kg_key["id"]}))["revokeApiKey"] is False
+        # The KG key still works; the admin user still reaches both markets.
+        assert data(await create(client, "kg 2", "kg", api_key=kg_key["key"]))
+        admin_stats = data(await gql(client, "{ marketStats { market { code } } }", token=admin))
+        assert [s["market"]["code"] for s in admin_stats["marketStats"]] == ["kg", "us"]
