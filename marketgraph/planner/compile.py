@@ -440,6 +440,15 @@ def connection_plan(
     return plan.finish()
 
 
+def by_id(fetch: Callable[[Run, str], Any], arguments: Arguments) -> Child:
+    """A root field `x(id:)`: `fetch` of the id argument."""
+
+    async def resolve(run: Run, sources: list[Any], market: Market) -> list[Any]:
+        return [await fetch(run, str(arguments(run)["id"]))]
+
+    return resolve
+
+
 def same_sources(plan: ObjectPlan) -> Child:
     async def resolve(run: Run, sources: list[Any], market: Market) -> list[Any]:
         return await plan.build(run, sources, market)
@@ -935,12 +944,7 @@ class RootCompiler(Compiler):
         return resolve
 
     def root_product(self, nodes: list[FieldNode], arguments: Arguments) -> Child:
-        fetch = self._product_by_id(nodes)
-
-        async def resolve(run: Run, sources: list[Any], market: Market) -> list[Any]:
-            return [await fetch(run, str(arguments(run)["id"]))]
-
-        return resolve
+        return by_id(self._product_by_id(nodes), arguments)
 
     def _product_by_id(self, nodes: list[FieldNode]) -> Callable[[Run, str], Any]:
         product = self.product(nodes)
@@ -958,12 +962,7 @@ class RootCompiler(Compiler):
         return fetch
 
     def root_order(self, nodes: list[FieldNode], arguments: Arguments) -> Child:
-        fetch = self._order_by_id(nodes)
-
-        async def resolve(run: Run, sources: list[Any], market: Market) -> list[Any]:
-            return [await fetch(run, str(arguments(run)["id"]))]
-
-        return resolve
+        return by_id(self._order_by_id(nodes), arguments)
 
     def _order_by_id(self, nodes: list[FieldNode]) -> Callable[[Run, str], Any]:
         """`order_by_id`'s rules: the viewer's own order, any order for admins."""
