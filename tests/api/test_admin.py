@@ -3,8 +3,6 @@ users(market:, preferences:), and who may call them."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,7 +30,16 @@ from tests.factories import (  # noqa: F401 - fixtures are found by pytest
     http_fixture,
     token_for,
 )
-from tests.helpers import allow_resend, data, error_code, gql, http_client, phone_login
+from tests.helpers import (
+    allow_resend,
+    closed_port,
+    data,
+    error_code,
+    gql,
+    http_client,
+    phone_login,
+    silent_server,
+)
 
 STATS = """
 {
@@ -101,34 +108,6 @@ async def test_market_stats_figures_per_market(
         "revenue": {"amountMinor": 0, "currency": "USD", "formatted": "$0.00"},
         "walletBalances": {"amountMinor": 4999, "currency": "USD"},
     }
-
-
-def closed_port() -> int:
-    """A local TCP port nothing listens on: connecting is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@asynccontextmanager
-async def silent_server() -> AsyncIterator[int]:
-    """A TCP server that accepts connections and never answers: a hung database."""
-    writers: list[asyncio.StreamWriter] = []
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        await reader.read()
-        writer.close()
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for writer in writers:
-            writer.close()
-        await server.wait_closed()
 
 
 @asynccontextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -29,6 +28,7 @@ from marketgraph.db.topology import StoreKey, Topology
 from marketgraph.services import open_services
 from marketgraph.settings import Settings
 from tests.conftest import TEST_DB_PREFIX, make_settings, recreate_database, url_text
+from tests.helpers import closed_port, silent_server
 
 STORES = {"kg.auth", "kg.app", "us.auth", "us.app"}
 
@@ -45,34 +45,6 @@ async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             yield http
     finally:
         await services.close()
-
-
-def closed_port() -> int:
-    """A local TCP port nothing listens on: connecting is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@asynccontextmanager
-async def silent_server() -> AsyncIterator[int]:
-    """A TCP server that accepts connections and never says a word: a hung database."""
-    writers: list[asyncio.StreamWriter] = []
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        await reader.read()  # until the client gives up
-        writer.close()
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for writer in writers:
-            writer.close()
-        await server.wait_closed()
 
 
 def with_store_at(
