@@ -87,7 +87,7 @@ def gid_expr(plan: ObjectPlan, type_name: str, key: str) -> str:
     """The global id of each source, whose database key is the expression `key`: encoded
     for the whole level in one call."""
     plan.helper("_ids", encode_ids)
-    return plan.per_level(f"_ids({type_name!r}, M.code, [{key} for p in P])") + "[i]"
+    return plan.per_level(f"_ids({type_name!r}, M.code, [{key} for p in P])", per_source=True)
 
 
 def _market_dict(market: Market, keys: list[tuple[str, str]]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ class ObjectPlan:
     columns: list[str] = field(default_factory=list)  # row columns the expressions read
     env: dict[str, Any] = field(default_factory=dict)
     levels: dict[str, str] = field(default_factory=dict)  # expression -> name, once per build
+    indexed: bool = False  # an entry reads a per-source level list by the row's index
     _builder: Callable[..., list[dict[str, Any]]] | None = None
 
     def column(self, name: str) -> str:
@@ -43,12 +44,16 @@ class ObjectPlan:
         self.env[name] = value
         return name
 
-    def per_level(self, expr: str) -> str:
+    def per_level(self, expr: str, *, per_source: bool = False) -> str:
         """A name for `expr` evaluated once per build, before the rows: it may read the
-        sources `P` and the market `M`; a list of one value per source is read as `name[i]`."""
+        sources `P` and the market `M`. With `per_source` it is a list of one value per
+        source, and what is returned reads the row's own (`name[i]`)."""
         name = self.levels.get(expr)
         if name is None:
             name = self.levels[expr] = f"L{len(self.levels)}"
+        if per_source:
+            self.indexed = True
+            return f"{name}[i]"
         return name
 
     def add(self, key: str, expr: str) -> None:
@@ -68,8 +73,7 @@ class ObjectPlan:
             else:
                 parts.append(f"{key!r}: {expr}")
         args = "".join(f", C{n}" for n in range(slot))
-        indexed = slot or any(f"{name}[i]" in "".join(parts) for name in self.levels.values())
-        loop = "for i, p in enumerate(P)" if indexed else "for p in P"
+        loop = "for i, p in enumerate(P)" if slot or self.indexed else "for p in P"
         prelude = "".join(f"    {name} = {expr}\n" for expr, name in self.levels.items())
         source = f"def build(P, M{args}):\n{prelude}    return [{{{', '.join(parts)}}} {loop}]\n"
         namespace = dict(self.env)
