@@ -10,27 +10,32 @@ from typing import Any
 import orjson
 import strawberry
 import structlog
+from cross_web import HTTPException, StarletteRequestAdapter
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Scope
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
 from marketgraph.context import RequestContext, request_context
-from marketgraph.errors import DomainError, format_error
+from marketgraph.edge import Edge, EdgeLimits
+from marketgraph.errors import DomainError, ErrorCode, error_body, format_error, refusal_body
+from marketgraph.graphql_http import RequestRefused, request_params
 from marketgraph.health import health_routes
 from marketgraph.logs import configure_logging
 from marketgraph.metrics import Metrics, MetricsMiddleware, count_statements, metrics_endpoint
 from marketgraph.middleware import RequestIdMiddleware
 from marketgraph.planned_reads import PlannedReads
 from marketgraph.planner import Planner
-from marketgraph.schema import build_schema
+from marketgraph.schema import Schema, build_schema
+from marketgraph.schema.documents import DocumentRules
 from marketgraph.services import Services, open_services
 from marketgraph.settings import Settings
 from marketgraph.webhooks import webhook_routes
@@ -38,8 +43,20 @@ from marketgraph.webhooks import webhook_routes
 log = structlog.get_logger(__name__)
 
 
+class _RequestAdapter(StarletteRequestAdapter):
+    """Strawberry's view of a Starlette request, with its ASGI scope (where the request's
+    parameters are kept once read)."""
+
+    @property
+    def scope(self) -> Scope:
+        return self._request.scope
+
+
 class GraphQLView(GraphQL[RequestContext, None]):
-    """Strawberry over Starlette: builds the typed context, formats errors, encodes with orjson."""
+    """Strawberry over Starlette: builds the typed context, reads the request's parameters
+    once (`graphql_http`), formats errors, encodes with orjson; every refusal is JSON."""
+
+    request_adapter_class = _RequestAdapter
 
     def __init__(self, schema: strawberry.Schema, settings: Settings) -> None:
         super().__init__(
@@ -47,35 +64,42 @@ class GraphQLView(GraphQL[RequestContext, None]):
             graphql_ide=None if settings.is_production else "graphiql",
             allow_queries_via_get=True,
         )
+        self.max_variables_depth = settings.max_variables_depth
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> RequestContext:
         return await request_context(request.scope, request.app.state.services)
 
+    async def parse_http_body(self, request: _RequestAdapter) -> GraphQLRequestData:  # type: ignore[override]
+        if request.method == "POST" and "application/json" not in (request.content_type or ""):
+            raise RequestRefused("Send the request as JSON (Content-Type: application/json)")
+        body = await request.get_body() if request.method == "POST" else None
+        params = request_params(request.scope, body, self.max_variables_depth)
+        return GraphQLRequestData(
+            query=params.query,
+            variables=params.variables,
+            operation_name=params.operation_name,
+            extensions=params.extensions,
+            protocol="http",
+        )
+
     async def run(  # type: ignore[override]
         self, request: Request, context: Any = UNSET, root_value: Any = UNSET
     ) -> Response:
-        """Strawberry's run, plus: a request refused before execution (bad credentials,
-        unknown market) still answers as a GraphQL error with its code."""
+        """Strawberry's run, plus: a request refused before execution (bad credentials, an
+        unknown market, a store that is down, a malformed request) still answers JSON."""
+        request_id = request.scope.get("state", {}).get("request_id")
         try:
             return await super().run(request, context, root_value)
         except DomainError as exc:
-            request_id = request.scope.get("state", {}).get("request_id")
-            body = {
-                "data": None,
-                "errors": [
-                    {
-                        "message": exc.message,
-                        "extensions": {
-                            **exc.extensions,
-                            "code": exc.code.value,
-                            "requestId": request_id,
-                        },
-                    }
-                ],
-            }
-            return Response(orjson.dumps(body), media_type="application/json")
+            return Response(refusal_body(exc, request_id), media_type="application/json")
+        except RequestRefused as exc:
+            body = error_body(exc.code, exc.message, request_id, **exc.extensions)
+            return Response(body, status_code=exc.status, media_type="application/json")
+        except HTTPException as exc:  # Strawberry's own refusals: no query, a bad method, ...
+            body = error_body(ErrorCode.BAD_USER_INPUT, exc.reason, request_id)
+            return Response(body, status_code=exc.status_code, media_type="application/json")
 
     async def process_result(
         self, request: Request, result: ExecutionResult
@@ -109,14 +133,12 @@ def install_services(app: Starlette, services: Services) -> None:
     app.state.metrics.watch_pools(services.databases)
 
 
-def create_app(
-    settings: Settings | None = None, schema: strawberry.Schema | None = None
-) -> Starlette:
+def create_app(settings: Settings | None = None, schema: Schema | None = None) -> Starlette:
     """The ASGI app (over the contract's schema unless one is given); nothing is opened until
     the lifespan starts."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
-    schema = schema or build_schema(introspection=not settings.is_production)
+    schema = schema or build_schema(DocumentRules.from_settings(settings))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -150,11 +172,20 @@ def create_app(
                 expose_headers=["X-Request-ID"],
             )
         )
+    # Inside CORS, so that browsers can read its refusals too.
+    middleware.append(Middleware(Edge, limits=EdgeLimits.from_settings(settings), metrics=metrics))
     planner = Planner(schema) if settings.query_planner != "off" else None
     if planner is not None:
-        # Innermost: planned reads still get a request id, metrics and CORS headers.
-        shadow = settings.query_planner == "shadow"
-        middleware.append(Middleware(PlannedReads, planner=planner, metrics=metrics, shadow=shadow))
+        # Innermost: planned reads still get a request id, metrics, CORS headers and limits.
+        middleware.append(
+            Middleware(
+                PlannedReads,
+                planner=planner,
+                metrics=metrics,
+                shadow=settings.query_planner == "shadow",
+                max_depth=settings.max_variables_depth,
+            )
+        )
     graphql = GraphQLView(schema, settings)
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),

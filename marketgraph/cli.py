@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -41,12 +42,23 @@ def cli() -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    envvar="WEB_CONCURRENCY",
+    show_envvar=True,
+    help="Worker processes; each opens its own database pools.",
+)
 @click.option("--reload", is_flag=True, help="Restart on code changes (development).")
 def serve(host: str, port: int, workers: int, reload: bool) -> None:
     """Run the API server; on the embedded default also start PostgreSQL, migrate and seed."""
     import uvicorn
 
+    # The workers read their Settings from the environment: this is how each learns how
+    # many pools share the servers (--reload runs one server process).
+    os.environ["WEB_CONCURRENCY"] = str(1 if reload else workers)
     settings = load_settings()
     if workers > 1 and not settings.redis_url:
         raise click.UsageError(
@@ -63,6 +75,12 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
         # Started here so every worker joins the same server; it stops when this process exits.
         EmbeddedPostgres(settings.data_dir).start()
         run(_prepare_embedded(settings))
+    if settings.db_budget_check == "enforce":
+        # Once here, so an over-budget configuration is one line and an exit code, not
+        # every worker failing its start-up (and, with workers, being started again).
+        error = run(_budget_error(settings))
+        if error is not None:
+            _fail(error)
     uvicorn.run(
         "marketgraph.app:create_app_from_env",
         factory=True,
@@ -80,6 +98,25 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
 
 def _exit_normally(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+async def _budget_error(settings: Settings) -> ConfigError | None:
+    """What the workers' start-up check would refuse (a server not answering is theirs to
+    report)."""
+    from marketgraph.db.budget import measure_budget
+    from marketgraph.db.databases import open_databases
+
+    databases = await open_databases(settings)
+    try:
+        return (await measure_budget(databases)).error()
+    finally:
+        await databases.dispose()
+
+
+def _fail(error: ConfigError) -> NoReturn:
+    """Exit as `load_settings` does on a bad configuration."""
+    click.echo(f"marketgraph: {error}", err=True)
+    sys.exit(2)
 
 
 async def _upgrade_all(settings: Settings) -> None:

@@ -12,7 +12,7 @@ from starlette.types import Scope
 from marketgraph.auth.authenticate import authenticate
 from marketgraph.auth.principal import Principal
 from marketgraph.db.databases import Databases, Store
-from marketgraph.errors import DomainError, ErrorCode
+from marketgraph.errors import DomainError, ErrorCode, ServiceUnavailableError, is_unavailable
 from marketgraph.kv import KeyValueStore
 from marketgraph.markets import Market, MarketRegistry
 from marketgraph.middleware import client_ip, header
@@ -123,13 +123,20 @@ async def request_context(scope: Scope, services: Services) -> RequestContext:
     """The context of one HTTP request: its caller (a bad credential raises its `DomainError`)
     and market — the token's, else X-Market, else DEFAULT_MARKET."""
     markets = services.settings.markets
-    principal = await authenticate(
-        header(scope, b"authorization"),
-        tokens=services.tokens,
-        kv=services.kv,
-        databases=services.databases,
-        markets=markets,
-    )
+    try:
+        principal = await authenticate(
+            header(scope, b"authorization"),
+            tokens=services.tokens,
+            kv=services.kv,
+            databases=services.databases,
+            markets=markets,
+        )
+    except DomainError:
+        raise
+    except Exception as exc:  # an API key's store that cannot answer
+        if is_unavailable(exc):
+            raise ServiceUnavailableError() from exc
+        raise
     header_market = header(scope, b"x-market")
     if principal is not None:
         market = markets.require(principal.market)

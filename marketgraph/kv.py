@@ -8,9 +8,20 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from marketgraph.breaker import Breaker
+from marketgraph.errors import ServiceUnavailableError
+
+T = TypeVar("T")
 
 
 class KeyValueStore(Protocol):
@@ -110,48 +121,84 @@ class MemoryStore:
 
 
 class RedisStore:
-    """Redis (redis-py asyncio): shared by every worker and host; keys carry a prefix."""
+    """Redis (redis-py asyncio): shared by every worker and host; keys carry a prefix.
+
+    Every call is bounded by `timeout` (connecting included) and retried once only when a
+    pooled connection turns out closed; a Redis that refuses, freezes or errs makes the
+    call raise `SERVICE_UNAVAILABLE`, and for a moment after a connection failure calls
+    fail at once (`Breaker`) rather than each waiting out the timeout.
+    """
 
     backend = "redis"
 
-    def __init__(self, url: str, prefix: str = "mg:", timeout: float = 3.0) -> None:
+    def __init__(self, url: str, prefix: str = "mg:", timeout: float = 1.0) -> None:
         self._redis: Redis = Redis.from_url(
-            url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
+            url,
+            decode_responses=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self._prefix = prefix
+        self._breaker = Breaker("The key-value store")
+
+    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        self._breaker.before()
+        try:
+            result = await operation()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self._breaker.failed(exc)
+            raise ServiceUnavailableError(
+                "The key-value store is unavailable; try again shortly"
+            ) from exc
+        except RedisError as exc:  # out of memory, a read-only replica, ...
+            raise ServiceUnavailableError(
+                "The key-value store is unavailable; try again shortly"
+            ) from exc
+        self._breaker.succeeded()
+        return result
 
     async def get(self, key: str) -> str | None:
-        value = await self._redis.get(self._prefix + key)
+        value = await self._call(lambda: self._redis.get(self._prefix + key))
         return None if value is None else str(value)
 
     async def get_many(self, *keys: str) -> list[str | None]:
-        values = await self._redis.mget([self._prefix + key for key in keys])
+        values = await self._call(lambda: self._redis.mget([self._prefix + key for key in keys]))
         return [None if value is None else str(value) for value in values]
 
     async def set(
         self, key: str, value: str, ttl: float | None = None, *, only_if_absent: bool = False
     ) -> bool:
         px = math.ceil(ttl * 1000) if ttl is not None else None
-        stored = await self._redis.set(self._prefix + key, value, px=px, nx=only_if_absent)
+        stored = await self._call(
+            lambda: self._redis.set(self._prefix + key, value, px=px, nx=only_if_absent)
+        )
         return bool(stored)
 
     async def incr(self, key: str, ttl: float) -> int:
         full = self._prefix + key
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(full)
-            # NX: only the first increment of a window sets its expiry.
-            pipe.pexpire(full, math.ceil(ttl * 1000), nx=True)
-            count, _ = await pipe.execute()
+
+        async def incr_with_expiry() -> Any:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(full)
+                # NX: only the first increment of a window sets its expiry.
+                pipe.pexpire(full, math.ceil(ttl * 1000), nx=True)
+                return await pipe.execute()
+
+        count, _ = await self._call(incr_with_expiry)
         return int(count)
 
     async def ttl(self, key: str) -> float | None:
-        ms = await self._redis.pttl(self._prefix + key)
+        ms = await self._call(lambda: self._redis.pttl(self._prefix + key))
         return ms / 1000 if ms is not None and ms >= 0 else None
 
     async def delete(self, key: str) -> None:
-        await self._redis.delete(self._prefix + key)
+        await self._call(lambda: self._redis.delete(self._prefix + key))
 
     async def delete_prefix(self, prefix: str) -> int:
+        return await self._call(lambda: self._delete_prefix(prefix))
+
+    async def _delete_prefix(self, prefix: str) -> int:
         deleted = 0
         batch: list[str] = []
         async for key in self._redis.scan_iter(
@@ -166,7 +213,7 @@ class RedisStore:
         return deleted
 
     async def ping(self) -> None:
-        await self._redis.ping()
+        await self._call(self._redis.ping)
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -176,6 +223,6 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
-def open_kv(redis_url: str | None, prefix: str = "mg:") -> KeyValueStore:
+def open_kv(redis_url: str | None, timeout: float = 1.0, prefix: str = "mg:") -> KeyValueStore:
     """Redis when `REDIS_URL` is set, else the in-process store."""
-    return RedisStore(redis_url, prefix) if redis_url else MemoryStore()
+    return RedisStore(redis_url, prefix, timeout) if redis_url else MemoryStore()

@@ -25,7 +25,12 @@ def configure_logging(level: str, fmt: str) -> None:
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(),
+            # Rich's tracebacks print every frame's locals: thousands of lines and over a
+            # second of a blocked event loop per unexpected error. A plain one is enough.
+            exception_formatter=structlog.dev.plain_traceback,
+        )
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,

@@ -101,6 +101,13 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.refusals = Counter(
+            "marketgraph_requests_refused_total",
+            "Requests refused at the edge before any work: busy (load shed), headers, body "
+            "(too large), body_timeout",
+            ["reason"],
+            registry=self.registry,
+        )
         self.statements = Histogram(
             "marketgraph_sql_statements_per_request",
             "SQL statements one request ran",
@@ -126,6 +133,10 @@ class Metrics:
         if counts is None:
             counts = self._statements[route] = self.statements.labels(route)
         counts.observe(statements)
+
+    def refused(self, reason: str) -> None:
+        """Count one request refused at the edge (`reason`: a fixed word, not client input)."""
+        self.refusals.labels(reason).inc()
 
     def planner_outcome(self, outcome: str) -> None:
         """Count one GraphQL request by how it was served (one of PLANNER_OUTCOMES)."""

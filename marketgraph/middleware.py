@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from marketgraph.logs import request_id_var
+from marketgraph.proxies import TrustedProxies, parse_trusted_proxies
 
 # A client's id is echoed only when it is short and plain: it ends up in logs.
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -60,14 +62,17 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def client_ip(scope: Scope, trusted_proxies: list[str]) -> str:
-    """The connection's peer, or the first X-Forwarded-For address when the peer is a trusted
-    proxy (FORWARDED_ALLOW_IPS; `*` trusts every peer)."""
+def client_ip(scope: Scope, trusted_proxies: TrustedProxies | Sequence[str]) -> str:
+    """The connection's peer or, when the peer is a trusted proxy (FORWARDED_ALLOW_IPS), the
+    right-most X-Forwarded-For address that is not one: what a client prepends is ignored."""
+    trusted = (
+        trusted_proxies
+        if isinstance(trusted_proxies, TrustedProxies)
+        else parse_trusted_proxies(tuple(trusted_proxies))
+    )
     client = scope.get("client")
     peer = client[0] if client else "unknown"
-    if peer in trusted_proxies or "*" in trusted_proxies:
-        forwarded = header(scope, b"x-forwarded-for") or ""
-        first = forwarded.split(",")[0].strip()
-        if first:
-            return first
-    return peer
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    # Several X-Forwarded-For lines are one list, in order (RFC 9110, 5.3).
+    forwarded = ", ".join(v.decode("latin-1") for k, v in headers if k == b"x-forwarded-for")
+    return trusted.client_address(peer, forwarded or None)

@@ -12,15 +12,13 @@ their paths and codes, and executes what the planner does not know.
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import parse_qsl
-
 import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from marketgraph.context import request_context
-from marketgraph.errors import DomainError
+from marketgraph.errors import DomainError, ServiceUnavailableError, is_unavailable, refusal_body
+from marketgraph.graphql_http import GraphQLParams, RequestRefused, request_params
 from marketgraph.metrics import Metrics
 from marketgraph.middleware import header, route_path
 from marketgraph.planner import Planner
@@ -28,37 +26,38 @@ from marketgraph.services import Services
 
 log = structlog.get_logger(__name__)
 
-Params = tuple[str, str | None, dict[str, Any] | None]
-
 _JSON_HEADERS = (b"content-type", b"application/json")
 
 
 class PlannedReads:
     """Answers the planner's operations; hands everything else to `app` unchanged."""
 
-    def __init__(self, app: ASGIApp, planner: Planner, metrics: Metrics, shadow: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, planner: Planner, metrics: Metrics, shadow: bool, max_depth: int
+    ) -> None:
         self.app = app
         self.planner = planner
         self.metrics = metrics
         self.shadow = shadow
+        self.max_depth = max_depth  # of variables (MAX_VARIABLES_DEPTH)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or route_path(scope) != "/graphql":
             await self.app(scope, receive, send)
             return
-        if scope["method"] == "POST":
-            if _media_type(scope) != "application/json":
-                await self.app(scope, receive, send)
-                return
-            body = await _read_body(receive)
-            if body is None:
-                return  # the client left before sending its request: nobody to answer
+        if scope["method"] == "POST" and _media_type(scope) == "application/json":
+            body = await _read_body(receive)  # bounded by the edge, which read it already
             receive = _replay(body, receive)
-            params = _post_params(body)
-        elif scope["method"] == "GET":
-            params = _get_params(scope["query_string"])
+        elif scope["method"] == "GET" and b"query=" in scope["query_string"]:
+            body = None
         else:
-            params = None
+            await self.app(scope, receive, send)
+            return
+        try:
+            params = request_params(scope, body, self.max_depth)
+        except RequestRefused:
+            await self.app(scope, receive, send)  # Strawberry's view words the refusal
+            return
         answer = await self._answer(scope, params)
         if answer is None:
             await self.app(scope, receive, send)
@@ -67,21 +66,31 @@ class PlannedReads:
         else:
             await _send_json(send, answer)
 
-    async def _answer(self, scope: Scope, params: Params | None) -> bytes | None:
+    async def _answer(self, scope: Scope, params: GraphQLParams) -> bytes | None:
         """The planned response body, or None for Strawberry to answer."""
-        prepared = self.planner.prepare(*params) if params is not None else None
+        if params.query is None:
+            return None
+        await self.planner.check(params.query)  # a new document's checks leave the loop free
+        prepared = self.planner.prepare(params.query, params.operation_name, params.variables)
         if prepared is None:
             self.metrics.planner_outcome("strawberry")
             return None
         services: Services = scope["app"].state.services
+        request_id = scope["state"].get("request_id")
         try:
             context = await request_context(scope, services)
-        except DomainError:  # a refused credential or market: Strawberry's view words it
-            return None
+        except DomainError as exc:  # a refused credential, an unknown market, a store down
+            return refusal_body(exc, request_id)
         try:
             data = await self.planner.execute(prepared, context)
             answer = orjson.dumps({"data": data})
         except Exception as exc:
+            if isinstance(exc, ServiceUnavailableError) or is_unavailable(exc):
+                # Strawberry would wait for the same store again: answer now.
+                log.warning("store unavailable", error=repr(exc))
+                self.metrics.planner_outcome("planned")
+                unavailable = exc if isinstance(exc, ServiceUnavailableError) else None
+                return refusal_body(unavailable or ServiceUnavailableError(), request_id)
             log.debug("planned run fell back", reason=repr(exc))
             self.metrics.planner_outcome("fallback")
             return None
@@ -89,7 +98,12 @@ class PlannedReads:
         return answer
 
     async def _compare(
-        self, scope: Scope, receive: Receive, send: Send, params: Params | None, planned: bytes
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        params: GraphQLParams,
+        planned: bytes,
     ) -> None:
         """Serve Strawberry's answer; log the plan's when it differs."""
         messages: list[Message] = []
@@ -102,7 +116,7 @@ class PlannedReads:
         if served != planned:
             log.warning(
                 "planner differs from Strawberry",
-                query=params[0] if params else None,
+                query=params.query,
                 planned=planned.decode(),
                 strawberry=served.decode(),
             )
@@ -114,56 +128,17 @@ def _media_type(scope: Scope) -> str:
     return (header(scope, b"content-type") or "").split(";")[0].strip()
 
 
-def _post_params(body: bytes) -> Params | None:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return _params(payload)
-
-
-def _get_params(query_string: bytes) -> Params | None:
-    # As Starlette reads a query string (the last of repeated names wins).
-    payload: dict[str, Any] = dict(
-        parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-    )
-    if "query" not in payload:
-        return None  # GraphiQL's page, or a request Strawberry refuses
-    if "variables" in payload:
-        try:
-            payload["variables"] = orjson.loads(payload["variables"])
-        except orjson.JSONDecodeError:
-            return None
-    return _params(payload)
-
-
-def _params(payload: Any) -> Params | None:
-    """(query, operationName, variables) of a single request; batches and odd shapes are
-    Strawberry's to answer."""
-    if not isinstance(payload, dict):
-        return None
-    query, name, variables = (
-        payload.get("query"),
-        payload.get("operationName"),
-        payload.get("variables"),
-    )
-    if not isinstance(query, str) or not isinstance(name, str | None):
-        return None
-    if not isinstance(variables, dict | None):
-        return None
-    return query, name, variables
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body; None when the client disconnected first."""
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body (what arrived of it, if the client left)."""
     chunks = []
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return None
+            break
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            break
+    return b"".join(chunks)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from marketgraph.auth.login_codes import LoginCodeLimits, LoginCodes
 from marketgraph.auth.tokens import TokenService, development_secret
+from marketgraph.db.budget import check_budget
 from marketgraph.db.databases import Databases, open_databases
+from marketgraph.db.pool import close_idle_overflow
 from marketgraph.kv import KeyValueStore, open_kv
 from marketgraph.settings import ConfigError, Settings
 from marketgraph.sms import SmsSender, open_sms
@@ -22,8 +25,15 @@ class Services:
     tokens: TokenService
     login_codes: LoginCodes
     sms: SmsSender
+    # Closes the pools' idle overflow connections (started by open_services, not by tests
+    # that build services over their own stores).
+    housekeeping: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
+        if self.housekeeping is not None:
+            self.housekeeping.cancel()
+            # wait, not await: the task's CancelledError is not this caller's cancellation.
+            await asyncio.wait([self.housekeeping])
         await self.sms.close()
         await self.kv.close()
         await self.databases.dispose()
@@ -40,7 +50,13 @@ def build_services(settings: Settings, databases: Databases, kv: KeyValueStore) 
         if settings.is_production:
             raise ConfigError("production needs LOGIN_CODE_SECRET to be set")
         code_secret = development_secret(settings.data_dir, "login_code_secret")
-    limits = LoginCodeLimits(settings.login_code_phone_hourly, settings.login_code_ip_hourly)
+    limits = LoginCodeLimits(
+        phone_hourly=settings.login_code_phone_hourly,
+        ip_hourly=settings.login_code_ip_hourly,
+        market_daily=settings.sms_daily_market_limit,
+        prefix_daily=settings.sms_daily_prefix_limit,
+        daily_guesses=settings.login_code_daily_guesses,
+    )
     return Services(
         settings=settings,
         databases=databases,
@@ -52,9 +68,17 @@ def build_services(settings: Settings, databases: Databases, kv: KeyValueStore) 
 
 
 async def open_services(settings: Settings) -> Services:
+    """Every service the lifespan needs; a `ConfigError` when the pools' maxima do not fit
+    a server's max_connections (DB_BUDGET_CHECK=enforce)."""
     databases = await open_databases(settings)
     try:
-        return build_services(settings, databases, open_kv(settings.redis_url))
+        await check_budget(databases)
+        kv = open_kv(settings.redis_url, settings.redis_timeout)
+        services = build_services(settings, databases, kv)
     except BaseException:
         await databases.dispose()
         raise
+    services.housekeeping = asyncio.create_task(
+        close_idle_overflow(databases.engines), name="close idle overflow connections"
+    )
+    return services

@@ -46,6 +46,8 @@ class PoolSettings:
     recycle: int
     statement_cache_size: int | None
     echo: bool
+    connect_timeout: float
+    statement_timeout: float
 
 
 def _read_file_variable(name: str, value: str) -> str:
@@ -107,28 +109,41 @@ class Settings(BaseSettings):
     default_market: str = "kg"
     database_urls: dict[str, str] = Field(default_factory=dict)
 
-    db_pool_size: int = Field(10, ge=1)
-    db_max_overflow: int = Field(20, ge=0)
+    # Four stores on one stock PostgreSQL (max_connections 100, 3 reserved) fit: 4 × (5 + 15).
+    db_pool_size: int = Field(5, ge=1)
+    db_max_overflow: int = Field(15, ge=0)
     db_pool_timeout: float = Field(30.0, gt=0)
     db_pool_recycle: int = Field(3600, ge=-1)
     db_statement_cache_size: int | None = Field(None, ge=0)
     db_echo: bool = False
+    db_connect_timeout: float = Field(5.0, gt=0)
+    db_statement_timeout: float = Field(10.0, gt=0)
     auth_db_pool_size: int | None = Field(None, ge=1)
     auth_db_max_overflow: int | None = Field(None, ge=0)
     auth_db_pool_timeout: float | None = Field(None, gt=0)
     auth_db_pool_recycle: int | None = Field(None, ge=-1)
     auth_db_statement_cache_size: int | None = Field(None, ge=0)
     auth_db_echo: bool | None = None
+    auth_db_connect_timeout: float | None = Field(None, gt=0)
+    auth_db_statement_timeout: float | None = Field(None, gt=0)
     app_db_pool_size: int | None = Field(None, ge=1)
     app_db_max_overflow: int | None = Field(None, ge=0)
     app_db_pool_timeout: float | None = Field(None, gt=0)
     app_db_pool_recycle: int | None = Field(None, ge=-1)
     app_db_statement_cache_size: int | None = Field(None, ge=0)
     app_db_echo: bool | None = None
+    app_db_connect_timeout: float | None = Field(None, gt=0)
+    app_db_statement_timeout: float | None = Field(None, gt=0)
+    # At start-up the pools' maxima (× WEB_CONCURRENCY workers) are checked against each
+    # server's max_connections: `enforce` refuses to start over budget, `warn` logs it.
+    db_budget_check: Literal["enforce", "warn"] = "enforce"
+    web_concurrency: int = Field(1, ge=1)
     # How long a health probe waits for one store before calling it unreachable.
     health_timeout: float = Field(3.0, gt=0)
 
     redis_url: str | None = None
+    # Seconds a key-value operation may take before the request is SERVICE_UNAVAILABLE.
+    redis_timeout: float = Field(1.0, gt=0)
     jwt_secret: SecretStr | None = None
     jwt_private_key_file: Path | None = None
     jwt_public_key_file: Path | None = None
@@ -146,6 +161,32 @@ class Settings(BaseSettings):
     )
     login_code_phone_hourly: int = Field(5, ge=1)
     login_code_ip_hourly: int = Field(30, ge=1)
+    # Abuse limits: SMS pumping, code guessing, credential stuffing, mass registration.
+    sms_daily_market_limit: int = Field(10_000, ge=1)
+    sms_daily_prefix_limit: int = Field(1_000, ge=1)
+    login_code_daily_guesses: int = Field(100, ge=1)
+    email_login_ip_hourly: int = Field(100, ge=1)
+    email_login_account_daily: int = Field(100, ge=1)
+    register_ip_hourly: int = Field(10, ge=1)
+    register_email_hourly: int = Field(5, ge=1)
+
+    # The edge: everything a client sends is bounded before it costs anything.
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(16 * 1024, ge=1024)
+    webhook_max_body_bytes: int = Field(64 * 1024, ge=1024)
+    body_timeout: float = Field(10.0, gt=0)
+    max_document_chars: int = Field(100_000, ge=100)
+    max_document_tokens: int = Field(5_000, ge=100)
+    max_selections: int = Field(2_000, ge=10)
+    max_variables_depth: int = Field(16, ge=2)
+    query_max_depth: int = Field(10, ge=2)
+    query_max_aliases: int = Field(30, ge=0)
+    query_max_objects: int = Field(50_000, ge=1)
+    preferences_max_bytes: int = Field(16 * 1024, ge=256)
+    preferences_max_depth: int = Field(8, ge=1)
+    # Requests one worker serves at once; more are answered 503 at once (health and
+    # metrics excepted).
+    max_in_flight: int = Field(200, ge=1)
     query_planner: Literal["on", "off", "shadow"] = "on"
     _markets: MarketRegistry = PrivateAttr()
 
@@ -250,6 +291,8 @@ class Settings(BaseSettings):
             recycle=pick("db_pool_recycle"),
             statement_cache_size=pick("db_statement_cache_size"),
             echo=pick("db_echo"),
+            connect_timeout=pick("db_connect_timeout"),
+            statement_timeout=pick("db_statement_timeout"),
         )
 
     @classmethod

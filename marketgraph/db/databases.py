@@ -20,9 +20,11 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from marketgraph.breaker import Breaker
 from marketgraph.db.embedded import EmbeddedPostgres, ensure_databases
 from marketgraph.db.pool import WarmOverflowPool
 from marketgraph.db.topology import StoreKey, Topology
+from marketgraph.errors import is_unavailable
 from marketgraph.settings import ROLES, PoolSettings, Role, Settings
 
 
@@ -78,7 +80,7 @@ class Databases:
         for url, roles in roles_by_url.items():
             # An engine serving one role takes that role's overrides; a shared one the base values.
             role = next(iter(roles)) if len(roles) == 1 else None
-            self._engines[url] = _create_engine(url, settings.pool(role), settings.health_timeout)
+            self._engines[url] = _create_engine(url, settings.pool(role))
         self._stores: dict[StoreKey, Store] = {}
         for location in topology:
             engine = self._engines[location.url]
@@ -102,8 +104,14 @@ class Databases:
             await engine.dispose()
 
 
-def _create_engine(url: URL, pool: PoolSettings, connect_timeout: float) -> AsyncEngine:
-    connect_args: dict[str, Any] = {"timeout": connect_timeout}
+def _create_engine(url: URL, pool: PoolSettings) -> AsyncEngine:
+    # Both timeouts are the driver's, so they hold whatever the network does: a server that
+    # swallows packets fails a connection after DB_CONNECT_TIMEOUT and a statement after
+    # DB_STATEMENT_TIMEOUT (asyncpg then asks the server to cancel it).
+    connect_args: dict[str, Any] = {
+        "timeout": pool.connect_timeout,
+        "command_timeout": pool.statement_timeout,
+    }
     if pool.statement_cache_size is not None:
         connect_args["statement_cache_size"] = pool.statement_cache_size
         # SQLAlchemy keeps its own prepared-statement cache in front of asyncpg's.
@@ -121,7 +129,45 @@ def _create_engine(url: URL, pool: PoolSettings, connect_timeout: float) -> Asyn
         connect_args=connect_args,
     )
     _ping_idle_connections(engine)
+    _break_on_failed_connects(engine, Breaker("A database"))
     return engine
+
+
+def _break_on_failed_connects(engine: AsyncEngine, breaker: Breaker) -> None:
+    """New connections to the engine's server go through `breaker`: after a refused, timed
+    out or "too many clients" connect, requests needing a new connection are refused at
+    once for a moment rather than each waiting DB_CONNECT_TIMEOUT. Pooled connections
+    keep serving; a blackholed one fails once, after DB_STATEMENT_TIMEOUT."""
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        breaker.before()
+        try:
+            connection = dialect.connect(*cargs, **cparams)
+        except Exception as exc:
+            if is_unavailable(exc):
+                breaker.failed(exc)
+            else:
+                breaker.succeeded()  # the server answered (a bad password, say)
+            raise
+        breaker.succeeded()
+        return connection
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def drop_unavailable(context: Any) -> None:
+        # A lost server SQLAlchemy recognises itself, and drops every pooled connection. A
+        # statement that timed out (DB_STATEMENT_TIMEOUT) may be one slow query, so only its
+        # connection is dropped — and at once: SQLAlchemy would first try a graceful close
+        # that waits up to two more seconds on a server that does not answer.
+        original = context.original_exception
+        if context.is_disconnect or not is_unavailable(original):
+            return
+        context.is_disconnect = True
+        if isinstance(original, TimeoutError):
+            context.invalidate_pool_on_disconnect = False
+        fairy = context.connection.connection if context.connection is not None else None
+        if fairy is not None and fairy.driver_connection is not None:
+            fairy.driver_connection.terminate()
 
 
 # A connection back in the pool for less than this was just working; one idle longer is

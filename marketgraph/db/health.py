@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import structlog
 from sqlalchemy import column, select, table, text
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 import marketgraph
 from marketgraph.db.databases import Databases, Store, open_databases
 from marketgraph.db.migrate import head_revision
+from marketgraph.errors import describe_error
 from marketgraph.kv import KeyValueStore, open_kv
 from marketgraph.settings import Role, Settings
 
@@ -52,20 +52,6 @@ class _Services(Protocol):
     settings: Settings
     databases: Databases
     kv: KeyValueStore
-
-
-def describe_error(exc: BaseException) -> str:
-    """A short reason class for `exc`, safe to answer with: never its message, URL or password."""
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, PoolTimeoutError):
-        return "pool_timeout"
-    # SQLAlchemy wraps the driver's error, which wraps asyncpg's: the innermost names the cause.
-    root, seen = exc, {id(exc)}
-    while root.__cause__ is not None and id(root.__cause__) not in seen:
-        root = root.__cause__
-        seen.add(id(root))
-    return type(root).__name__
 
 
 @functools.cache
@@ -440,7 +426,7 @@ async def inspect(databases: Databases, kv: KeyValueStore, limit: float) -> Deta
 async def check(settings: Settings) -> DetailedReport:
     """Open every store (starting the embedded server when configured), inspect, close."""
     databases = await open_databases(settings)
-    kv = open_kv(settings.redis_url)
+    kv = open_kv(settings.redis_url, settings.redis_timeout)
     try:
         return await inspect(databases, kv, settings.health_timeout)
     finally:

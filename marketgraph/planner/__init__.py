@@ -14,7 +14,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-import strawberry
 from graphql import (
     DocumentNode,
     FragmentDefinitionNode,
@@ -22,9 +21,6 @@ from graphql import (
     OperationDefinitionNode,
     OperationType,
     VariableNode,
-    parse,
-    specified_rules,
-    validate,
     visit,
 )
 from graphql.execution.values import get_variable_values
@@ -34,7 +30,7 @@ from marketgraph.context import RequestContext
 from marketgraph.planner.compile import CompileContext, NotPlannable, RootCompiler
 from marketgraph.planner.plan import ObjectPlan
 from marketgraph.planner.runtime import Fallback, Run
-from marketgraph.schema.limits import LIMIT_RULES
+from marketgraph.schema import Schema
 
 __all__ = ["Fallback", "Planner", "Prepared"]
 
@@ -57,11 +53,17 @@ class Prepared:
 class Planner:
     """Compiles and runs read operations for one schema."""
 
-    def __init__(self, schema: strawberry.Schema, maxsize: int = 512) -> None:
+    def __init__(self, schema: Schema, maxsize: int = 512) -> None:
         self._schema = schema._schema
+        self._checked = schema.documents  # parsed and validated once, shared with Strawberry
         self._maxsize = maxsize
         self._documents: OrderedDict[tuple[str, str | None], _Document] = OrderedDict()
         self._plans: OrderedDict[tuple[Any, ...], ObjectPlan | None] = OrderedDict()
+
+    async def check(self, query: str) -> None:
+        """Have `query` parsed and validated (off the event loop when it is new), so that
+        `prepare` finds it checked."""
+        await self._checked.check_async(query)
 
     def prepare(
         self, query: str, operation_name: str | None, variables: dict[str, Any] | None
@@ -104,21 +106,20 @@ class Planner:
 
     def _parse(self, query: str, operation_name: str | None) -> _Document:
         unplanned = _Document(None, {}, ())
+        checked = self._checked.check(query)
+        if checked.document is None or checked.errors:
+            return unplanned  # Strawberry answers the errors (from the same cache)
         try:
-            ast: DocumentNode = parse(query)
+            operation = checked.operation(operation_name)
         except GraphQLError:
             return unplanned
-        if validate(self._schema, ast, (*specified_rules, *LIMIT_RULES)):
-            return unplanned  # Strawberry answers the errors
-        operations = [d for d in ast.definitions if isinstance(d, OperationDefinitionNode)]
-        if operation_name is not None:
-            operations = [o for o in operations if o.name and o.name.value == operation_name]
-        if len(operations) != 1 or operations[0].operation != OperationType.QUERY:
+        if operation.operation != OperationType.QUERY:
             return unplanned
+        ast: DocumentNode = checked.document
         fragments = {
             d.name.value: d for d in ast.definitions if isinstance(d, FragmentDefinitionNode)
         }
-        return _Document(operations[0], fragments, _directive_variables(ast))
+        return _Document(operation, fragments, _directive_variables(ast))
 
     def _compile(self, document: _Document, directive_values: dict[str, bool]) -> ObjectPlan | None:
         assert document.operation is not None

@@ -22,6 +22,7 @@ from marketgraph.auth.api_keys import CreatedApiKey
 from marketgraph.auth.authenticate import revoke_access_token, revoke_user_tokens
 from marketgraph.auth.login_codes import Challenge
 from marketgraph.auth.principal import ADMIN, MEMBER
+from marketgraph.auth.rate_limits import DAY, HOUR, Limit, check, refund, spend
 from marketgraph.auth.tokens import AccessToken, TokenService
 from marketgraph.db.databases import Databases, Store
 from marketgraph.db.models.app import Cart, Wallet
@@ -312,6 +313,7 @@ async def promote(databases: Databases, market: Market, who: str) -> Row[Any]:
 
 EMAIL_FAILURE_LIMIT = 10
 EMAIL_FAILURE_WINDOW = 15 * 60
+TOO_MANY_SIGN_INS = "Too many failed sign-ins; try again later"
 
 
 async def request_login_code(ctx: RequestContext, phone: str) -> Challenge:
@@ -338,7 +340,9 @@ async def register_by_email(
     first_name: str | None,
     last_name: str | None,
 ) -> SignedIn:
-    """Sign up in the request's market; a phone must belong to that market."""
+    """Sign up in the request's market; a phone must belong to that market. Sign-ups are
+    limited per client IP (mass registration) and per email (`CONFLICT` tells whether an
+    email has an account, so it must not answer quickly for many)."""
     e164 = None
     if phone is not None:
         phone_market, e164 = detect_market(phone, ctx.markets)
@@ -348,6 +352,12 @@ async def register_by_email(
                 f"This phone belongs to market {phone_market.code}, not {ctx.market.code}",
                 field="phone",
             )
+    # Bad input creates and reveals nothing, so it is refused before anything is counted.
+    email = normalise_email(email)
+    passwords.check_password_rules(password)
+    limits = _register_limits(ctx, email)
+    await check(ctx.kv, limits)
+    await spend(ctx.kv, limits)
     user = await register(
         ctx.databases,
         ctx.market,
@@ -360,24 +370,71 @@ async def register_by_email(
     return await issue_tokens(ctx.databases, ctx.services.tokens, ctx.settings, ctx.market, user)
 
 
-async def login(ctx: RequestContext, email: str, password: str) -> SignedIn:
-    """Email sign-in with failures counted per email and client IP.
+def _register_limits(ctx: RequestContext, email: str) -> tuple[Limit, Limit]:
+    settings = ctx.settings
+    return (
+        Limit(
+            f"register:ip:{ctx.client_ip}",
+            settings.register_ip_hourly,
+            HOUR,
+            "Too many sign-ups from this address; try again later",
+        ),
+        Limit(
+            f"register:email:{ctx.market.code}:{email}",
+            settings.register_email_hourly,
+            HOUR,
+            "Too many sign-ups with this email; try again later",
+        ),
+    )
 
-    Each try is counted (atomically) before the password is checked and the count is
-    cleared on success: counting only after a failure would let parallel tries all pass
-    the check while the slow hash runs, however many there are.
+
+async def login(ctx: RequestContext, email: str, password: str) -> SignedIn:
+    """Email sign-in with failures counted per email and client IP, per client IP across
+    emails (password spraying) and per account across IPs (distributed guessing).
+
+    Each try is counted (atomically) before the password is checked: counting only after a
+    failure would let parallel tries all pass the check while the slow hash runs, however
+    many there are. A success then clears the email+IP count, as a sign-in from that client
+    ends its failures, and gives back its own count to the other two: clearing those would
+    hand a sprayer who owns one account, or a guesser spread over many addresses, a fresh
+    budget at each successful sign-in, while counting successes would lock out an address
+    shared by many honest users (an office, a carrier's NAT).
     """
-    key = f"login:fail:{ctx.market.code}:{email.strip().lower()}:{ctx.client_ip}"
-    if await ctx.kv.incr(key, EMAIL_FAILURE_WINDOW) > EMAIL_FAILURE_LIMIT:
-        retry_after = await ctx.kv.ttl(key)
-        raise DomainError(
-            ErrorCode.RATE_LIMITED,
-            "Too many failed sign-ins; try again later",
-            retryAfter=max(1, round(retry_after or 1)),
-        )
+    per_client, per_ip, per_account = limits = _login_limits(ctx, email.strip().lower())
+    await check(ctx.kv, limits)
+    await spend(ctx.kv, limits)
     user = await authenticate_email(ctx.databases, ctx.market, email, password)
-    await ctx.kv.delete(key)
+    await ctx.kv.delete(per_client.key)
+    await refund(ctx.kv, per_ip)
+    await refund(ctx.kv, per_account)
     return await issue_tokens(ctx.databases, ctx.services.tokens, ctx.settings, ctx.market, user)
+
+
+def _login_limits(ctx: RequestContext, email: str) -> tuple[Limit, Limit, Limit]:
+    market, ip, settings = ctx.market.code, ctx.client_ip, ctx.settings
+    return (
+        Limit(
+            f"login:fail:{market}:{email}:{ip}",
+            EMAIL_FAILURE_LIMIT,
+            EMAIL_FAILURE_WINDOW,
+            TOO_MANY_SIGN_INS,
+        ),
+        Limit(
+            f"login:ip:{ip}",
+            settings.email_login_ip_hourly,
+            HOUR,
+            TOO_MANY_SIGN_INS,
+            refunds_key=f"login:ip-ok:{ip}",
+        ),
+        # Keyed by the email whether or not it has an account: the limit reveals nothing.
+        Limit(
+            f"login:account:{market}:{email}",
+            settings.email_login_account_daily,
+            DAY,
+            TOO_MANY_SIGN_INS,
+            refunds_key=f"login:account-ok:{market}:{email}",
+        ),
+    )
 
 
 async def refresh_session(ctx: RequestContext, token: str) -> SignedIn:

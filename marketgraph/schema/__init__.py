@@ -6,27 +6,36 @@ from collections.abc import Iterator
 from typing import Any
 
 import strawberry
-from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
-from strawberry.extensions import (
-    AddValidationRules,
-    ParserCache,
-    SchemaExtension,
-    ValidationCache,
-)
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 
-from marketgraph.schema.limits import LIMIT_RULES
+from marketgraph.schema.documents import CheckedDocuments, DocumentRules, Documents
 from marketgraph.schema.root import Mutation, Query
 
 
 class Schema(strawberry.Schema):
     """Strawberry's schema, minus its error logging: `errors.format_error` logs what is
-    unexpected (with the request id) and domain errors are answers, not incidents."""
+    unexpected (with the request id) and domain errors are answers, not incidents.
+
+    `documents` parses and validates each document once for both execution paths.
+    """
+
+    documents: Documents
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         return None
+
+    def _get_custom_context_kwargs(
+        self, operation_extensions: dict[str, Any] | None = None, *, sync: bool = False
+    ) -> dict[str, Any]:
+        kwargs = super()._get_custom_context_kwargs(operation_extensions, sync=sync)
+        # Variable errors name the enum values and fields a client may have meant: in
+        # production, as in validation, the schema is not told to strangers.
+        kwargs["hide_suggestions"] = not self.documents.rules.suggestions
+        return kwargs
 
 
 class ExtraErrors(SchemaExtension):
@@ -46,19 +55,11 @@ class ExtraErrors(SchemaExtension):
         ]
 
 
-def build_schema(*, introspection: bool = True) -> strawberry.Schema:
-    """The GraphQL schema; parsing and validation are cached per document."""
-    # Factories: Strawberry builds extensions per request; the caches themselves are shared.
-    rules: list[type[ASTValidationRule]] = list(LIMIT_RULES)
-    if not introspection:
-        rules.append(NoSchemaIntrospectionCustomRule)
-    extensions: list[Any] = [
-        lambda: ParserCache(maxsize=1024),
-        lambda: ValidationCache(maxsize=1024),
-        lambda: AddValidationRules(rules),
-        ExtraErrors,
-    ]
-    return Schema(query=Query, mutation=Mutation, extensions=extensions)
+def build_schema(rules: DocumentRules | None = None) -> Schema:
+    """The GraphQL schema, with the cache that checks its documents under `rules`."""
+    schema = Schema(query=Query, mutation=Mutation, extensions=[CheckedDocuments, ExtraErrors])
+    schema.documents = Documents(schema._schema, rules or DocumentRules())
+    return schema
 
 
 def export_sdl() -> str:

@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 
 import marketgraph
 from marketgraph.app import create_app
+from marketgraph.breaker import DEFAULT_COOLDOWN
 from marketgraph.db import migrate
 from marketgraph.db.databases import Databases
 from marketgraph.db.embedded import EmbeddedPostgres, asyncpg_dsn, ensure_databases
@@ -348,9 +349,14 @@ async def test_store_outage_degrades_health_and_it_recovers_without_restart(
         assert [r.split(":")[0] for r in not_ready.json()["reasons"]] == ["us.app"]
         assert str(second_cluster.data_dir) not in during.text + not_ready.text
 
-        # Back on the same data directory: the same app finds it again, no restart.
+        # Back on the same data directory: the same app finds it again, no restart, once
+        # the store's breaker has cooled down (it refuses at once for that moment).
         await second_cluster.start()
+        deadline = time.monotonic() + DEFAULT_COOLDOWN + 1
         after = await http.get("/health")
+        while after.json()["status"] != "healthy" and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            after = await http.get("/health")
         assert after.status_code == 200
         assert after.json()["status"] == "healthy"
         assert (await http.get("/health/ready")).status_code == 200

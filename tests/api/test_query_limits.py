@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 
 from bench.queries import QUERIES
 from marketgraph.db.databases import Databases
-from marketgraph.schema.limits import MAX_ALIASES
+from marketgraph.schema.limits import QueryBounds
 from tests.factories import (  # noqa: F401 - fixtures are found by pytest
     SqlCounter,
     app_fixture,
@@ -32,7 +32,11 @@ query ($id: ID!) { node(id: $id) { ... on Order { user { orders(first: 1) { edge
   user { orders(first: 1) { edges { node { user { orders(first: 1) { edges { node {
     number } } } } } } } } } } } } } } }
 """
-ALIASES = "{ " + " ".join(f"m{n}: markets {{ code }}" for n in range(MAX_ALIASES + 1)) + " }"
+ALIASES = (
+    "{ "
+    + " ".join(f"m{n}: markets {{ code }}" for n in range(QueryBounds().max_aliases + 1))
+    + " }"
+)
 # Refused as variables could make it: a $first of 100 at each of three levels.
 VARIABLE_PAGES = """
 query ($first: Int) { users(market: "kg", first: $first) { edges { node {

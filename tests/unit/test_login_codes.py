@@ -1,4 +1,5 @@
-"""Login codes against each key-value store: issuing, limits, wrong tries, expiry, secrecy."""
+"""Login codes against each key-value store: issuing, limits, SMS budgets, wrong tries, the
+daily guess cap, expiry, secrecy."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import time
 
 import pytest
 
-from marketgraph.auth import login_codes
-from marketgraph.auth.login_codes import Challenge, LoginCodeLimits, LoginCodes
+from marketgraph.auth import login_codes, rate_limits
+from marketgraph.auth.login_codes import Challenge, LoginCodeLimits, LoginCodes, number_prefix
 from marketgraph.errors import DomainError, ErrorCode
 from marketgraph.kv import KeyValueStore
 from marketgraph.markets import MarketRegistry, load_markets
@@ -26,8 +27,20 @@ def markets() -> MarketRegistry:
     return load_markets(None)
 
 
-def codes_over(kv: KeyValueStore, phone_hourly: int = 5, ip_hourly: int = 30) -> LoginCodes:
-    return LoginCodes(kv, SECRET, LoginCodeLimits(phone_hourly, ip_hourly))
+def limits(**overrides: int) -> LoginCodeLimits:
+    """Limits roomy enough for every test but the one a test sets in `overrides`."""
+    values = {
+        "phone_hourly": 5,
+        "ip_hourly": 30,
+        "market_daily": 1_000,
+        "prefix_daily": 1_000,
+        "daily_guesses": 100,
+    }
+    return LoginCodeLimits(**{**values, **overrides})
+
+
+def codes_over(kv: KeyValueStore, **overrides: int) -> LoginCodes:
+    return LoginCodes(kv, SECRET, limits(**overrides))
 
 
 def other_than(code: str) -> str:
@@ -90,7 +103,7 @@ async def test_a_code_belongs_to_its_phone(kv: KeyValueStore, markets: MarketReg
     await codes.issue(KG_2, markets, IP)
     await refused(codes.verify(KG_2, challenge.code, markets), ErrorCode.INVALID_CODE)
     # A secret of another deployment does not accept this deployment's code either.
-    foreign = LoginCodes(kv, b"another secret", LoginCodeLimits(5, 30))
+    foreign = LoginCodes(kv, b"another secret", limits())
     await refused(foreign.verify(KG, challenge.code, markets), ErrorCode.INVALID_CODE)
 
 
@@ -258,3 +271,100 @@ async def test_concurrent_right_codes_sign_in_once(
             for r in results
             if isinstance(r, BaseException)
         )
+
+
+@pytest.mark.parametrize(
+    ("phone", "prefix"),
+    [
+        (KG, "+996700"),
+        (KG_2, "+996555"),
+        (US, "+1201"),  # NANP: the area code
+        ("+447400123456", "+447400"),
+        ("+59171234567", "+591712"),  # Bolivia: no destination code known, three digits
+    ],
+)
+def test_number_prefix_is_the_country_and_destination_code(phone: str, prefix: str) -> None:
+    assert number_prefix(phone) == prefix
+
+
+async def test_per_prefix_daily_sms_budget(kv: KeyValueStore, markets: MarketRegistry) -> None:
+    codes = codes_over(kv, prefix_daily=2)
+    await codes.issue(KG, markets, IP)
+    await codes.issue("+996700000001", markets, "203.0.113.10")
+    error = await refused(
+        codes.issue("+996700000002", markets, "203.0.113.11"), ErrorCode.RATE_LIMITED
+    )
+    assert rate_limits.HOUR < retry_after(error) <= rate_limits.DAY
+    # The refusal spent nothing: no resend wait, no code of the phone, the IP or the market.
+    assert await kv.get_many(
+        "lc:resend:+996700000002", "lc:phone:+996700000002", "lc:ip:203.0.113.11"
+    ) == [None, None, None]
+    assert await kv.get("lc:sms:market:kg") == "2"
+    # Another operator's range of the same market still gets codes.
+    await codes.issue(KG_2, markets, "203.0.113.11")
+
+
+async def test_per_market_daily_sms_budget(kv: KeyValueStore, markets: MarketRegistry) -> None:
+    codes = codes_over(kv, market_daily=2)
+    await codes.issue(KG, markets, IP)
+    await codes.issue(KG_2, markets, IP)
+    error = await refused(codes.issue("+996770123456", markets, IP), ErrorCode.RATE_LIMITED)
+    assert rate_limits.HOUR < retry_after(error) <= rate_limits.DAY
+    assert await kv.get_many("lc:resend:+996770123456", "lc:sms:prefix:+996770") == [None, None]
+    assert await kv.get(f"lc:ip:{IP}") == "2"
+    # Each market has its own budget.
+    await codes.issue(US, markets, IP)
+
+
+async def test_guesses_are_capped_per_phone_and_day_across_codes(
+    kv: KeyValueStore, markets: MarketRegistry
+) -> None:
+    codes = codes_over(kv, daily_guesses=7)
+    first = await codes.issue(KG, markets, IP)
+    for _ in range(4):
+        await refused(codes.verify(KG, other_than(first.code), markets), ErrorCode.INVALID_CODE)
+    await kv.delete(f"lc:resend:{KG}")  # as if a minute had passed
+    second = await codes.issue(KG, markets, IP)
+    for _ in range(3):
+        await refused(codes.verify(KG, other_than(second.code), markets), ErrorCode.INVALID_CODE)
+    # Past the cap every try is refused alike, the right code included, which stays unspent.
+    wrong = await refused(
+        codes.verify(KG, other_than(second.code), markets), ErrorCode.RATE_LIMITED
+    )
+    right = await refused(codes.verify(KG, second.code, markets), ErrorCode.RATE_LIMITED)
+    assert wrong.message == right.message
+    assert rate_limits.HOUR < retry_after(right) <= rate_limits.DAY
+    assert await kv.get(f"lc:code:{KG}") is not None
+    # Other phones keep their own tries.
+    other = await codes.issue(KG_2, markets, IP)
+    assert (await codes.verify(KG_2, other.code, markets))[1] == KG_2
+
+
+async def test_right_codes_do_not_count_towards_the_guess_cap(
+    kv: KeyValueStore, markets: MarketRegistry
+) -> None:
+    codes = codes_over(kv, daily_guesses=2, phone_hourly=10)
+    for _ in range(4):
+        await kv.delete(f"lc:resend:{KG}")
+        challenge = await codes.issue(KG, markets, IP)
+        assert (await codes.verify(KG, challenge.code, markets))[1] == KG
+    # Failures still count: two are allowed, the third try is refused.
+    await kv.delete(f"lc:resend:{KG}")
+    challenge = await codes.issue(KG, markets, IP)
+    for _ in range(2):
+        await refused(codes.verify(KG, other_than(challenge.code), markets), ErrorCode.INVALID_CODE)
+    await refused(codes.verify(KG, challenge.code, markets), ErrorCode.RATE_LIMITED)
+
+
+async def test_concurrent_guesses_cannot_pass_the_cap(
+    kv: KeyValueStore, markets: MarketRegistry
+) -> None:
+    codes = codes_over(kv, daily_guesses=3)
+    challenge = await codes.issue(KG, markets, IP)
+    wrong = [f"{n:06d}" for n in range(11) if f"{n:06d}" != challenge.code][:10]
+    results = await asyncio.gather(
+        *(codes.verify(KG, code, markets) for code in wrong), return_exceptions=True
+    )
+    answers = sorted(r.code for r in results if isinstance(r, DomainError))
+    assert answers == [ErrorCode.INVALID_CODE] * 3 + [ErrorCode.RATE_LIMITED] * 7
+    await refused(codes.verify(KG, challenge.code, markets), ErrorCode.RATE_LIMITED)

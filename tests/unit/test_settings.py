@@ -51,8 +51,16 @@ def test_defaults_are_the_contracts(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert settings.is_embedded
     assert settings.redis_url is None
     assert settings.data_dir == tmp_path / "data"
+    # 4 stores x (5 + 15) = 80 fit one stock PostgreSQL (max_connections 100, 3 reserved).
     assert settings.pool(None) == PoolSettings(
-        size=10, max_overflow=20, timeout=30.0, recycle=3600, statement_cache_size=None, echo=False
+        size=5,
+        max_overflow=15,
+        timeout=30.0,
+        recycle=3600,
+        statement_cache_size=None,
+        echo=False,
+        connect_timeout=5.0,
+        statement_timeout=10.0,
     )
     assert settings.pool("auth") == settings.pool(None) == settings.pool("app")
     assert settings.log_format == "console"
@@ -311,16 +319,40 @@ def test_role_pool_overrides_win_over_the_base(monkeypatch: pytest.MonkeyPatch) 
         DB_STATEMENT_CACHE_SIZE="0",
         AUTH_DB_STATEMENT_CACHE_SIZE="100",
         APP_DB_ECHO="true",
+        DB_CONNECT_TIMEOUT="2",
+        APP_DB_CONNECT_TIMEOUT="0.5",
+        AUTH_DB_STATEMENT_TIMEOUT="3",
     )
     assert settings.pool("auth") == PoolSettings(
-        size=3, max_overflow=5, timeout=1.5, recycle=3600, statement_cache_size=100, echo=False
+        size=3,
+        max_overflow=5,
+        timeout=1.5,
+        recycle=3600,
+        statement_cache_size=100,
+        echo=False,
+        connect_timeout=2.0,
+        statement_timeout=3.0,
     )
     assert settings.pool("app") == PoolSettings(
-        size=7, max_overflow=0, timeout=4.0, recycle=60, statement_cache_size=0, echo=True
+        size=7,
+        max_overflow=0,
+        timeout=4.0,
+        recycle=60,
+        statement_cache_size=0,
+        echo=True,
+        connect_timeout=0.5,
+        statement_timeout=10.0,
     )
     # An engine serving both roles (a shared database) takes the base values.
     assert settings.pool(None) == PoolSettings(
-        size=7, max_overflow=5, timeout=4.0, recycle=3600, statement_cache_size=0, echo=False
+        size=7,
+        max_overflow=5,
+        timeout=4.0,
+        recycle=3600,
+        statement_cache_size=0,
+        echo=False,
+        connect_timeout=2.0,
+        statement_timeout=10.0,
     )
 
 
