@@ -91,8 +91,10 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
         log_config=None,
         # Access lines are INFO: at a quieter LOG_LEVEL uvicorn should not even prepare them.
         access_log=settings.log_level in ("DEBUG", "INFO"),
-        # The app reads X-Forwarded-For itself (first address, trusted peers only): one place.
+        # The app reads X-Forwarded-For itself (from the right, past FORWARDED_ALLOW_IPS).
         proxy_headers=False,
+        # httptools, with the request head bounded in bytes and time (http_protocol.py).
+        http="marketgraph.http_protocol:BoundedHttpToolsProtocol",
     )
 
 

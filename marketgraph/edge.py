@@ -5,9 +5,11 @@
   Health probes and metrics are exempt, so an orchestrator still sees a busy worker live.
 - **Header and body limits.** Headers (with the request line) over MAX_HEADER_BYTES are
   431; a body over MAX_BODY_BYTES (WEBHOOK_MAX_BODY_BYTES for the payment webhook) is 413,
-  refused from its Content-Length or as soon as the bytes read pass the limit, never
-  buffered beyond it; a body that does not arrive within BODY_TIMEOUT is 408. The body
-  read here is handed on to the app, which reads it as if from the connection.
+  never buffered beyond the limit: what follows is read and dropped, up to DRAIN_BYTES, so
+  that the client, still sending, can read the answer (closing on unread bytes resets the
+  connection); a body declared larger than that is refused at once. A body that does not
+  arrive within REQUEST_READ_TIMEOUT is 408. The body read here is handed on to the app,
+  which reads it as if from the connection.
 - **A JSON answer, whatever happens.** An exception that escapes the app is logged and
   answered as a JSON `INTERNAL_SERVER_ERROR` (a bug), so the client never gets a plain
   text 500 or a dropped connection.
@@ -29,6 +31,7 @@ from marketgraph.settings import Settings
 log = structlog.get_logger(__name__)
 
 WEBHOOK_PATH = "/webhooks/payments"
+DRAIN_BYTES = 8 * 1024 * 1024
 _EXEMPT = ("/health", "/health/ready", "/health/detailed", "/metrics")
 _WITHOUT_BODY = ("GET", "HEAD", "OPTIONS", "DELETE")
 
@@ -39,7 +42,7 @@ class EdgeLimits:
     max_header_bytes: int
     max_body_bytes: int
     webhook_max_body_bytes: int
-    body_timeout: float
+    read_timeout: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EdgeLimits:
@@ -48,7 +51,7 @@ class EdgeLimits:
             max_header_bytes=settings.max_header_bytes,
             max_body_bytes=settings.max_body_bytes,
             webhook_max_body_bytes=settings.webhook_max_body_bytes,
-            body_timeout=settings.body_timeout,
+            read_timeout=settings.request_read_timeout,
         )
 
 
@@ -133,16 +136,16 @@ class Edge:
             "body",
         )
         declared = header(scope, b"content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        if declared and declared.strip().isdigit() and int(declared) > limit + DRAIN_BYTES:
             raise too_large
         try:
-            async with asyncio.timeout(limits.body_timeout):
+            async with asyncio.timeout(limits.read_timeout):
                 body = await _read_body(receive, limit)
         except TimeoutError:
             raise _Refusal(
                 408,
                 ErrorCode.BAD_USER_INPUT,
-                f"The request body did not arrive within {limits.body_timeout:g} seconds",
+                f"The request body did not arrive within {limits.read_timeout:g} seconds",
                 "body_timeout",
             ) from None
         if body is None:
@@ -151,8 +154,9 @@ class Edge:
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it passes `limit` bytes. A client that leaves
-    mid-body gets what was read; the app sees its disconnect next."""
+    """The whole body, or None when it passes `limit` bytes (after dropping what follows, up
+    to DRAIN_BYTES more). A client that leaves mid-body gets what was read; the app sees
+    its disconnect next."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -161,12 +165,13 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             break
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > limit:
+        if size <= limit:
+            chunks.append(chunk)
+        elif size > limit + DRAIN_BYTES:
             return None
-        chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    return b"".join(chunks)
+    return b"".join(chunks) if size <= limit else None
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -79,7 +79,7 @@ def _load_json(raw: bytes, what: str, max_depth: int) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        if "recursion" in str(exc):
+        if "depth limit" in str(exc) or "recursion" in str(exc):
             raise RequestRefused(f"{what} nests too deeply (at most {max_depth} levels)") from None
     # orjson refuses an unpaired surrogate (`"\\ud800"`), which is valid JSON: read it here
     # so that the string rule can say which variable holds it.

@@ -104,7 +104,7 @@ class Metrics:
         self.refusals = Counter(
             "marketgraph_requests_refused_total",
             "Requests refused at the edge before any work: busy (load shed), headers, body "
-            "(too large), body_timeout",
+            "(too large), body_timeout (not sent within REQUEST_READ_TIMEOUT)",
             ["reason"],
             registry=self.registry,
         )

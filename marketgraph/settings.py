@@ -174,7 +174,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_header_bytes: int = Field(16 * 1024, ge=1024)
     webhook_max_body_bytes: int = Field(64 * 1024, ge=1024)
-    body_timeout: float = Field(10.0, gt=0)
+    # Seconds a client may take to send its request's headers, and again its body.
+    request_read_timeout: float = Field(10.0, gt=0)
     max_document_chars: int = Field(100_000, ge=100)
     max_document_tokens: int = Field(5_000, ge=100)
     max_selections: int = Field(2_000, ge=10)

@@ -13,19 +13,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from marketgraph.errors import DomainError, ErrorCode, is_unavailable
+from marketgraph.errors import RETRY_AFTER_SECONDS, DomainError, ErrorCode, is_unavailable
 from marketgraph.ids import decode_id
 from marketgraph.resolvers.wallet import top_up
+from marketgraph.text import find_bad_text
 
 log = structlog.get_logger(__name__)
 
 TOLERANCE_SECONDS = 300
 COMPLETED = "checkout.session.completed"
-MAX_BODY = 64 * 1024
 
 
-def _answer(http_status: int, **body: Any) -> Response:
-    return Response(orjson.dumps(body), status_code=http_status, media_type="application/json")
+def _answer(http_status: int, headers: dict[str, str] | None = None, **body: Any) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=http_status, media_type="application/json", headers=headers
+    )
 
 
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -56,9 +58,7 @@ async def payments(request: Request) -> Response:
     secret = services.settings.payment_webhook_secret
     if secret is None:
         return _answer(503, error="payment webhook is not configured (PAYMENT_WEBHOOK_SECRET)")
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        return _answer(413, error="body too large")
+    body = await request.body()  # at most WEBHOOK_MAX_BODY_BYTES: the edge refused more
     header = request.headers.get("x-signature", "")
     if not verify_signature(secret.get_secret_value().encode(), header, body, time.time()):
         return _answer(400, error="bad signature or stale timestamp")
@@ -69,6 +69,9 @@ async def payments(request: Request) -> Response:
             raise ValueError("id")
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return _answer(422, error="malformed event")
+    bad = find_bad_text(event, "event")
+    if bad is not None:
+        return _answer(422, error=f"malformed event: {bad[0]} {bad[1]}")
     if event_type != COMPLETED:
         return _answer(200, status="ignored")
     try:
@@ -96,13 +99,23 @@ async def payments(request: Request) -> Response:
     except DomainError as exc:
         if exc.code == ErrorCode.NOT_FOUND:
             return _answer(404, error="unknown user")
-        raise
+        if exc.code == ErrorCode.BAD_USER_INPUT:
+            return _answer(422, error=exc.message)
+        if exc.code != ErrorCode.SERVICE_UNAVAILABLE:
+            raise
+        return _unavailable()
     except Exception as exc:
         if is_unavailable(exc):
-            return _answer(503, error="store unavailable; retry later")
+            return _unavailable()
         raise
     log.info("payment event", event_id=event_id, credited=credited, market=market.code)
     return _answer(200, status="processed" if credited else "already_processed")
+
+
+def _unavailable() -> Response:
+    """A store is down: the provider retries later (and the event id keeps it exactly once)."""
+    retry = str(RETRY_AFTER_SECONDS)
+    return _answer(503, {"Retry-After": retry}, error="store unavailable; retry later")
 
 
 def webhook_routes() -> list[Route]:

@@ -20,13 +20,31 @@ import socket
 import struct
 from typing import Literal
 
+from sqlalchemy.engine import URL
+
 Mode = Literal["forward", "refuse", "reset", "blackhole"]
+
+
+def postgres_upstream(url: URL) -> tuple[str, int | None]:
+    """Where a PostgreSQL URL connects: (host, port), or (socket path, None)."""
+    port = url.port or 5432
+    socket_dir = url.query.get("host")
+    if url.host is None and isinstance(socket_dir, str):
+        return f"{socket_dir}/.s.PGSQL.{port}", None
+    return url.host or "127.0.0.1", port
+
+
+def through(url: URL, proxy: FaultProxy) -> URL:
+    """`url`, connecting through `proxy` instead."""
+    query = {k: v for k, v in url.query.items() if k != "host"}
+    return url.set(host="127.0.0.1", port=proxy.port, query=query)
 
 
 class FaultProxy:
     """Listens on 127.0.0.1:<port> and forwards to `upstream` according to its mode."""
 
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int | None = None) -> None:
+        # A host without a port is a Unix socket's path (an embedded PostgreSQL).
         self.upstream = (upstream_host, upstream_port)
         self.mode: Mode = "forward"
         self.port = 0
@@ -84,8 +102,12 @@ class FaultProxy:
         if self.mode == "reset":
             _abort(writer, reset=True)
             return
+        host, port = self.upstream
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+            if port is None:
+                up_reader, up_writer = await asyncio.open_unix_connection(host)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(host, port)
         except OSError:
             _abort(writer, reset=True)
             return

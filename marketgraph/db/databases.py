@@ -198,6 +198,8 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
         try:
             dbapi_connection.ping()
         except Exception as exc:
+            # Dropped at once: the pool's graceful close would wait on a silent server.
+            dbapi_connection.driver_connection.terminate()
             raise DisconnectionError("the connection did not answer a ping") from exc
 
 

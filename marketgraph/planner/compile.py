@@ -48,6 +48,7 @@ from marketgraph.money import format_money, formatter
 from marketgraph.planner.plan import Child, ObjectPlan
 from marketgraph.planner.runtime import CompiledStatement, Fallback, Run
 from marketgraph.resolvers import admin as admin_resolvers
+from marketgraph.resolvers.accounts import readable_preferences
 from marketgraph.resolvers.admin import user_by_phone_statement, users_page
 from marketgraph.resolvers.catalog import catalog_page, catalog_params
 from marketgraph.resolvers.pagination import Page, check_first, decode_cursor, encode_cursor
@@ -550,7 +551,8 @@ class Compiler:
                 }[name]
                 plan.add(key, plan.column(column))
             elif name == "preferences":
-                plan.add(key, plan.column("preferences"))
+                readable = plan.helper("_prefs", readable_preferences)
+                plan.add(key, f"{readable}({plan.column('preferences')})")
             elif name in ("createdAt", "lastLoginAt"):
                 column = "created_at" if name == "createdAt" else "last_login_at"
                 plan.add(key, datetime_expr(plan.column(column)))

@@ -130,6 +130,9 @@ class Run:
             try:
                 rows: list[Any] = await connection.raw.fetch(sql, *(params[n] for n in order))
             except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+                # Lost, or timed out with its statement still running: dropped at once (the
+                # pool's own close would first wait for a server that may not answer).
                 connection.broken = True
+                connection.raw.terminate()
                 raise
         return rows

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import Row, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -33,6 +34,7 @@ from marketgraph.ids import decode_id, encode_id
 from marketgraph.markets import Market, detect_market
 from marketgraph.resolvers.statements import one_per_key
 from marketgraph.settings import Settings
+from marketgraph.text import json_depth
 
 if TYPE_CHECKING:
     from marketgraph.context import RequestContext
@@ -266,12 +268,57 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-async def update_preferences(auth: Store, user_id: uuid.UUID, patch: Any) -> Row[Any]:
-    """Apply a merge patch under the row's lock, so concurrent patches all survive."""
+# Answers nest preferences a few levels deep (data, users, edges, node): past this depth a
+# stored value could not be encoded (orjson stops at 255). Only values stored before the
+# write caps (PREFERENCES_MAX_DEPTH) can be that deep.
+PREFERENCES_READ_DEPTH = 32
+
+
+def readable_preferences(value: Any) -> Any:
+    """Stored preferences as both read paths answer them: what nests past
+    PREFERENCES_READ_DEPTH reads as null, so reading a user can never fail on them."""
+    if json_depth(value) <= PREFERENCES_READ_DEPTH:
+        return value
+    return _pruned(value, PREFERENCES_READ_DEPTH)
+
+
+def _pruned(value: Any, depth: int) -> Any:
+    if isinstance(value, dict):
+        return {k: _pruned(v, depth - 1) for k, v in value.items()} if depth else None
+    if isinstance(value, list):
+        return [_pruned(v, depth - 1) for v in value] if depth else None
+    return value
+
+
+def check_preferences(value: Any, max_bytes: int, max_depth: int, what: str) -> None:
+    """`BAD_USER_INPUT` when `value` (a patch, or the preferences it makes) passes the caps
+    (PREFERENCES_MAX_BYTES of JSON, PREFERENCES_MAX_DEPTH levels)."""
+    depth = json_depth(value)
+    if depth > max_depth:
+        raise DomainError(
+            ErrorCode.BAD_USER_INPUT,
+            f"{what} nest {depth} levels deep; at most {max_depth}",
+            field="patch",
+        )
+    size = len(orjson.dumps(value))
+    if size > max_bytes:
+        raise DomainError(
+            ErrorCode.BAD_USER_INPUT,
+            f"{what} take {size} bytes; at most {max_bytes}",
+            field="patch",
+        )
+
+
+async def update_preferences(
+    auth: Store, user_id: uuid.UUID, patch: Any, *, max_bytes: int, max_depth: int
+) -> Row[Any]:
+    """Apply a merge patch under the row's lock, so concurrent patches all survive; the
+    result stays within the caps."""
     if not isinstance(patch, dict):
         raise DomainError(
             ErrorCode.BAD_USER_INPUT, "A preferences patch is a JSON object", field="patch"
         )
+    check_preferences(patch, max_bytes, max_depth, "The patch's values")
     async with auth.begin() as session:
         current = (
             await session.execute(
@@ -280,11 +327,13 @@ async def update_preferences(auth: Store, user_id: uuid.UUID, patch: Any) -> Row
         ).scalar_one_or_none()
         if current is None:
             raise DomainError(ErrorCode.NOT_FOUND, "No such user")
+        merged = merge_patch(current, patch)
+        check_preferences(merged, max_bytes, max_depth, "The preferences")
         user = (
             await session.execute(
                 update(User)
                 .where(User.id == user_id)
-                .values(preferences=merge_patch(current, patch), updated_at=func.now())
+                .values(preferences=merged, updated_at=func.now())
                 .returning(*USER_COLUMNS)
             )
         ).one()
@@ -470,7 +519,13 @@ async def update_my_profile(ctx: RequestContext, values: dict[str, str | None]) 
 
 
 async def update_my_preferences(ctx: RequestContext, patch: Any) -> Row[Any]:
-    user = await update_preferences(ctx.auth, ctx.require_user(), patch)
+    user = await update_preferences(
+        ctx.auth,
+        ctx.require_user(),
+        patch,
+        max_bytes=ctx.settings.preferences_max_bytes,
+        max_depth=ctx.settings.preferences_max_depth,
+    )
     ctx.loaders_for(ctx.market.code).users_by_id.clear(user.id).prime(user.id, user)
     return user
 

@@ -117,15 +117,23 @@ async def user_exists(auth: Store, user_id: uuid.UUID) -> bool:
         return (await conn.scalar(select(User.id).where(User.id == user_id))) is not None
 
 
+def check_credit(amount_minor: int, field: str) -> None:
+    """A credit (a grant, a provider's top-up) is positive and at most MAX_CREDIT minor
+    units: one rule for every way money enters a wallet."""
+    if not 0 < amount_minor <= MAX_CREDIT:
+        raise DomainError(
+            ErrorCode.BAD_USER_INPUT,
+            f"{field} must be between 1 and {MAX_CREDIT}",
+            field=field,
+        )
+
+
 async def grant_credit(
     ctx: RequestContext, user_gid: str, amount_minor: int, reason: str
 ) -> tuple[str, Row[Any]]:
     """Admin: credit a user's wallet (any market) with a GRANT; returns (market, row)."""
     ctx.require_admin()
-    if not 0 < amount_minor <= MAX_CREDIT:
-        raise DomainError(
-            ErrorCode.BAD_USER_INPUT, "amountMinor must be positive", field="amountMinor"
-        )
+    check_credit(amount_minor, "amountMinor")
     reason = reason.strip()
     if not 1 <= len(reason) <= 500:
         raise DomainError(
@@ -151,6 +159,7 @@ async def top_up(
     auth: Store, app: Store, user_id: uuid.UUID, amount_minor: int, event_id: str
 ) -> bool:
     """Credit a provider's top-up once; False when the event was already processed."""
+    check_credit(amount_minor, "amount_minor")
     if not await user_exists(auth, user_id):
         raise DomainError(ErrorCode.NOT_FOUND, "No such user")
     async with app.begin() as session:

@@ -117,7 +117,7 @@ class User(Node):
             timezone=row.timezone,
             language=row.language,
             user_type=UserType(row.user_type.value),
-            preferences=row.preferences,
+            preferences=accounts.readable_preferences(row.preferences),
             is_active=row.is_active,
             created_at=row.created_at,
             last_login_at=row.last_login_at,

@@ -122,6 +122,7 @@ class Documents:
         self._max_chars = max_cached_chars
         self._chars = 0
         self._cache: OrderedDict[str, CheckedDocument] = OrderedDict()
+        self._checking = asyncio.Semaphore(1)
 
     def check(self, query: str) -> CheckedDocument:
         """`query` parsed and validated (from the cache when it was seen before)."""
@@ -132,14 +133,19 @@ class Documents:
         return self._remember(query, self._check(query))
 
     async def check_async(self, query: str) -> CheckedDocument:
-        """`check`, with a new document's parsing and validation in a worker thread: they
-        hold the GIL, but the event loop gets it back every few milliseconds
-        (sys.getswitchinterval), so other requests are not held for the whole of it."""
+        """`check`, with a new document's parsing and validation in a worker thread, one at
+        a time: the thread holds the GIL, but the event loop takes it back every few
+        milliseconds (sys.getswitchinterval), so requests with known documents are served
+        meanwhile, and a flood of new (hostile) documents queues behind itself."""
         cached = self._cache.get(query)
         if cached is not None:
             self._cache.move_to_end(query)
             return cached
-        return self._remember(query, await asyncio.to_thread(self._check, query))
+        async with self._checking:
+            cached = self._cache.get(query)  # checked while this request waited
+            if cached is not None:
+                return cached
+            return self._remember(query, await asyncio.to_thread(self._check, query))
 
     def _remember(self, query: str, checked: CheckedDocument) -> CheckedDocument:
         if query in self._cache:  # checked meanwhile by another request

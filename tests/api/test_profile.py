@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 
 from marketgraph.db.databases import Databases
 from marketgraph.db.models.auth import User
+from tests.factories import create_customer, token_for
 from tests.helpers import VIEWER, data, error, error_code, gql, http_client, phone_login, viewer
 
 AppFactory = Callable[..., Starlette]
@@ -154,3 +155,63 @@ async def test_a_preferences_patch_must_be_an_object(
         data(await preferences(client, token, {"theme": "dark"}))
         assert error_code(await preferences(client, token, patch)) == "BAD_USER_INPUT"
     assert (await stored_user(stores)).preferences == {"theme": "dark"}
+
+
+def nested(depth: int) -> Any:
+    """A JSON object nesting `depth` objects, itself included."""
+    value: Any = "deep"
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+async def test_preferences_past_the_caps_are_refused_and_nothing_changes(
+    app_factory: AppFactory, stores: Databases
+) -> None:
+    app = app_factory(preferences_max_bytes=1024, preferences_max_depth=4)
+    async with http_client(app) as client:
+        token = await signed_in(app, client)
+        data(await preferences(client, token, {"theme": "dark", "a": nested(3)}))
+        deep = await preferences(client, token, {"b": nested(4)})  # 5 levels with the patch
+        big = await preferences(client, token, {"note": "x" * 1100})
+        # Each patch alone fits; together they would not.
+        data(await preferences(client, token, {"n1": "x" * 500}))
+        grown = await preferences(client, token, {"n2": "x" * 500})
+    for body, says in ((deep, "5 levels deep; at most 4"), (big, "at most 1024")):
+        assert error_code(body) == "BAD_USER_INPUT"
+        assert says in error(body)["message"]
+    assert error_code(grown) == "BAD_USER_INPUT"
+    assert "The preferences take" in error(grown)["message"]
+    assert (await stored_user(stores)).preferences == {
+        "theme": "dark",
+        "a": nested(3),
+        "n1": "x" * 500,
+    }
+
+
+async def test_stored_preferences_too_deep_to_answer_still_read_on_both_paths(
+    app_factory: AppFactory, stores: Databases
+) -> None:
+    """Preferences stored before the caps (300 levels): every read answers, the part past
+    PREFERENCES_READ_DEPTH as null, and the admin's user list too."""
+    app = app_factory()
+    async with http_client(app) as client:
+        token = await signed_in(app, client)
+        async with stores.store("kg", "auth").begin() as session:
+            await session.execute(
+                User.__table__.update().where(User.phone == KG).values(preferences=nested(300))
+            )
+        read = data(await viewer(client, token))["viewer"]["preferences"]
+        admin = await create_customer(stores, "kg", user_type="ADMIN")
+        listed = data(
+            await gql(
+                client,
+                '{ users(market: "kg") { edges { node { phone preferences } } } }',
+                token=token_for(app, "kg", admin, admin=True),
+            )
+        )["users"]["edges"]
+    expected: Any = None
+    for _ in range(32):
+        expected = {"k": expected}
+    assert read == expected
+    assert [n["node"]["preferences"] for n in listed if n["node"]["phone"] == KG] == [expected]

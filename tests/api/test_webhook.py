@@ -193,3 +193,29 @@ async def test_without_a_configured_secret_nothing_is_credited(
         response = await deliver(client, event(gid("User", "kg", user.id)))
     assert response.status_code >= 400
     assert await balance_of(stores.store("kg", "app"), user.id) == 0
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [2**63 - 1, 2**64 - 1, 10**12 + 1],
+    ids=["int64-max", "uint64-max", "over-the-credit-cap"],
+)
+async def test_an_amount_out_of_range_is_422_and_credits_nothing(
+    http: httpx.AsyncClient, stores: Databases, amount: int
+) -> None:
+    user = await create_customer(stores, "kg")
+    response = await deliver(http, event(gid("User", "kg", user.id), amount=amount))
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/json"
+    assert await count_rows(stores.store("kg", "app"), WalletTransaction) == 0
+
+
+async def test_a_string_with_a_nul_is_422_and_credits_nothing(
+    http: httpx.AsyncClient, stores: Databases
+) -> None:
+    user = await create_customer(stores, "kg")
+    for bad in (event(gid("User", "kg", user.id), id="cs_\x00"), event("x", note="\x00")):
+        response = await deliver(http, bad)
+        assert response.status_code == 422, response.text
+        assert "NUL" in response.json()["error"]
+    assert await count_rows(stores.store("kg", "app"), WalletTransaction) == 0
