@@ -8,6 +8,7 @@ from bench.queries import QUERIES
 from bench.servers import CONFIGS
 
 if TYPE_CHECKING:
+    from bench.hostile import HostileResult, Latency, StressResult
     from bench.run import Cell, Probe, Run
 
 # Issue 6, "What it must show", item 2.
@@ -17,6 +18,8 @@ MAX_P99_OVER_P50 = 2.0
 MAX_RSS_MIB = 150.0
 # Other work on the machine above this (% of one core) makes a run's figures suspect.
 MAX_FOREIGN_CPU_PCT = 10.0
+# Issue "safe to expose": the probe's p99 under attack within this many times its idle p99.
+MAX_PROBE_P99_UNDER_ATTACK = 5.0
 
 
 def _stores(statements: dict[str, float]) -> str:
@@ -121,7 +124,22 @@ def render(run: Run) -> str:
             )
         lines.append("")
 
-    lines += [
+    if run.probes:
+        lines += _statements(run, configs, cells)
+    if run.hostile is not None:
+        lines += _hostile(run.hostile)
+    if run.stress is not None:
+        lines += _stress(run.stress)
+    lines += ["## Queries", ""]
+    for q in QUERIES.values():
+        lines.append(f"- **{q.name}** ({q.caller}; {q.description}): `{q.document}`")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _statements(run: Run, configs: list[str], cells: dict[tuple[str, str], Cell]) -> list[str]:
+    """Statements per request per store, and issue 6's targets."""
+    lines = [
         "## SQL statements per request, per store",
         "",
         "Counted at the wire by the proxy (bench/pgproxy.py) over the probe requests; "
@@ -146,11 +164,7 @@ def render(run: Run) -> str:
     ]
 
     lines += _targets(run, cells, same)
-    lines += ["## Queries", ""]
-    for q in QUERIES.values():
-        lines.append(f"- **{q.name}** ({q.caller}; {q.description}): `{q.document}`")
-    lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def _targets(run: Run, cells: dict[tuple[str, str], Cell], same: dict[str, bool]) -> list[str]:
@@ -184,4 +198,224 @@ def _targets(run: Run, cells: dict[tuple[str, str], Cell], same: dict[str, bool]
     if "on" in same:
         lines.append(f"- {_mark(same['on'])} statements per request the same for first: 10 and 50")
     lines.append("")
+    return lines
+
+
+# --- hostile load (bench/hostile.py) -------------------------------------------------------------
+
+
+def _counts(counts: dict[str, int]) -> str:
+    """`200: 1,234 · 413: 5`, most frequent first; – for none."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return " · ".join(f"{k}: {v:,}" for k, v in ordered) or "–"
+
+
+def _is_5xx_bug(status: str) -> bool:
+    """A 5xx other than 503 (load shedding, an unavailable dependency: both by design)."""
+    return status.isdigit() and int(status) >= 500 and status != "503"
+
+
+def _bad(statuses: dict[str, int], codes: dict[str, int]) -> int:
+    """Answers the issue counts as bugs: INTERNAL_SERVER_ERROR, and 5xx other than 503."""
+    return codes.get("INTERNAL_SERVER_ERROR", 0) + sum(
+        n for status, n in statuses.items() if _is_5xx_bug(status)
+    )
+
+
+def _probe_row(label: str, probe: Latency, idle_p99: float, *extra: str) -> str:
+    errors = {k: v for k, v in probe.statuses.items() if k != "200"}
+    codes = {k: v for k, v in probe.codes.items() if k != "OK"}
+    problems = _counts({**errors, **codes}) + (
+        f" · different answer: {probe.different}" if probe.different else ""
+    )
+    return (
+        f"| {label} | {probe.requests:,} | {probe.p50_ms:.2f} | {probe.p99_ms:.2f} "
+        f"| {probe.max_ms:.2f} | {_ratio(probe.p99_ms, idle_p99)} | {problems} | "
+        + " | ".join(extra)
+        + " |"
+    )
+
+
+def _hostile(result: HostileResult) -> list[str]:
+    """The probe under attack: latencies per phase, the target, what the attackers got."""
+    lines = [
+        "## Probe under hostile load",
+        "",
+        f"Probe: {result.probe_query} ({QUERIES[result.probe_query].description}), "
+        f"sent by one client in the runner, one at a time with {result.probe_pause_ms:g} ms "
+        f"between probes, {result.duration:g} s per phase. Attack: 3 client processes "
+        "(`bench/clients.py`), each sending the requests below one after another, each as "
+        f"soon as the last one is answered, from {result.warmup:g} s before the probe starts; "
+        "**repeated**: the same documents each time, **distinct**: each made new by a "
+        "trailing `# comment` (the document cache cannot help). One server worker, the "
+        "project's defaults. Latencies include the client's own time.",
+        "",
+        "| phase | probes | p50 ms | p99 ms | max ms | p99 / idle p99 | probe errors "
+        "| attacker requests | server CPU % of a core | VmRSS before → after MiB "
+        "| peak RSS MiB | other work % |",
+        "|---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|",
+        _probe_row("idle", result.idle, result.idle.p99_ms, "–", "–", "–", "–", "–"),
+    ]
+    for phase in result.phases:
+        sent = sum(t["requests"] for t in phase.attackers.values())
+        lines.append(
+            _probe_row(
+                f"under attack, {phase.mode}",
+                phase.probe,
+                result.idle.p99_ms,
+                f"{sent:,} ({sent / phase.seconds:,.0f}/s)",
+                f"{phase.server_cpu_pct:.0f}",
+                f"{phase.rss_before_mib:.0f} → {phase.rss_after_mib:.0f}",
+                f"{phase.peak_rss_mib:.0f}",
+                f"{phase.foreign_cpu_pct:.0f}",
+            )
+        )
+    lines.append(
+        _probe_row("idle again", result.idle_after, result.idle.p99_ms, "–", "–", "–", "–", "–")
+    )
+    lines += ["", "Against the issue:", ""]
+    for phase in result.phases:
+        ratio = phase.probe.p99_ms / result.idle.p99_ms if result.idle.p99_ms else 0.0
+        lines.append(
+            f"- {_mark(ratio <= MAX_PROBE_P99_UNDER_ATTACK)} probe p99 under attack "
+            f"({phase.mode}) within {MAX_PROBE_P99_UNDER_ATTACK:g}× its idle p99: {ratio:.2f}× "
+            f"({phase.probe.p99_ms:.2f} ms / {result.idle.p99_ms:.2f} ms)"
+        )
+    bad = sum(_bad(p.probe.statuses, p.probe.codes) for p in result.phases)
+    bad += sum(_bad(t["statuses"], t["codes"]) for p in result.phases for t in p.attackers.values())
+    bad_server = sum(_bad(p.server_statuses, p.server_codes) for p in result.phases)
+    lines += [
+        f"- {_mark(bad == 0)} no INTERNAL_SERVER_ERROR and no 5xx but 503, as the clients saw "
+        f"them (probe and attackers): {bad}",
+        f"- {_mark(bad_server == 0)} the same, as the server counted them (`/metrics`): "
+        f"{bad_server}",
+        f"- {_mark(result.alive)} the server answered `/health` at the end; its peak RSS "
+        f"(VmHWM) {result.vm_hwm_start_mib:.0f} MiB once started, {result.vm_hwm_mib:.0f} MiB "
+        "at the end",
+        "",
+        "### What the attackers got",
+        "",
+        "| request | body bytes | phase | requests | by HTTP status | by GraphQL code "
+        "| mean ms | max ms |",
+        "|---|--:|---|--:|---|---|--:|--:|",
+    ]
+    for item in result.catalog:
+        for phase in result.phases:
+            t = phase.attackers.get(item["name"])
+            if t is None:
+                continue
+            mean = t["total_ms"] / t["requests"] if t["requests"] else 0.0
+            lines.append(
+                f"| {item['name']} | {item['bytes']:,} | {phase.mode} | {t['requests']:,} "
+                f"| {_counts(t['statuses'])} | {_counts(t['codes'])} | {mean:.1f} "
+                f"| {t['max_ms']:.1f} |"
+            )
+    lines += [
+        "",
+        "`reset`: the connection dropped before an answer; `timeout`: no answer within 30 s; "
+        "`OK`: data without errors.",
+        "",
+    ]
+    lines += [f"- **{item['name']}**: {item['description']}" for item in result.catalog]
+    lines += [
+        "",
+        "### The server's own count (`/metrics`), per phase",
+        "",
+        "| phase | /graphql answers by status | refused at the edge, by reason "
+        "| GraphQL errors by code |",
+        "|---|---|---|---|",
+    ]
+    for phase in result.phases:
+        lines.append(
+            f"| {phase.mode} | {_counts(phase.server_statuses)} "
+            f"| {_counts(phase.server_refusals)} | {_counts(phase.server_codes)} |"
+        )
+    lines += [
+        "",
+        "### A 300 MiB body, alone",
+        "",
+        "Sent from the runner before the attacks, streamed from one reused buffer; VmRSS of "
+        "the server process from /proc/<pid>/status, the peak sampled every 20 ms.",
+        "",
+        "| body | answer | ms | VmRSS before MiB | VmRSS after MiB | peak RSS MiB |",
+        "|---|---|--:|--:|--:|--:|",
+    ]
+    for huge in result.huge:
+        codes = f" ({', '.join(huge.codes)})" if huge.codes else ""
+        lines.append(
+            f"| {huge.name} | {huge.outcome}{codes} | {huge.ms:,.0f} | {huge.rss_before_mib:.0f} "
+            f"| {huge.rss_after_mib:.0f} | {huge.peak_rss_mib:.0f} |"
+        )
+    lines += ["", *_server_log(result.log_lines, result.log)]
+    return lines
+
+
+def _server_log(count: int, shown: list[str]) -> list[str]:
+    if not count:
+        return ["The server logged nothing at LOG_LEVEL=WARNING.", ""]
+    return [
+        f"The server logged {count} lines at LOG_LEVEL=WARNING"
+        + (f" (the first {len(shown)}):" if len(shown) < count else ":"),
+        "",
+        "```",
+        *shown,
+        "```",
+        "",
+    ]
+
+
+def _stress(result: StressResult) -> list[str]:
+    """200 connections at the project's defaults: answers by status and code, latency."""
+    defaults = ", ".join(f"{k} {v}" for k, v in result.defaults.items())
+    lines = [
+        f"## {result.connections} connections at the project's defaults",
+        "",
+        f"Python load generator (`bench/clients.py`; wrk sees statuses, not GraphQL codes): "
+        f"{result.processes} processes holding {result.connections} keep-alive connections "
+        "in all, each connection sending "
+        + " and ".join(result.queries)
+        + " in turn, the next as soon as the last is answered, for "
+        f"{result.seconds:.1f} s, on a fresh server (one worker; no setting inherited from "
+        f"the runner: {defaults}). Latencies include the clients' own time.",
+        "",
+        "| query | answers | req/s | p50 ms | p99 ms | max ms | by HTTP status "
+        "| by GraphQL code | INTERNAL_SERVER_ERROR | differs from the idle answer |",
+        "|---|--:|--:|--:|--:|--:|---|---|--:|--:|",
+    ]
+    for name, q in [*result.queries.items(), ("all", result.overall)]:
+        lines.append(
+            f"| {name} | {q.requests:,} | {q.requests / result.seconds:,.1f} | {q.p50_ms:.1f} "
+            f"| {q.p99_ms:.1f} | {q.max_ms:.1f} | {_counts(q.statuses)} | {_counts(q.codes)} "
+            f"| {q.codes.get('INTERNAL_SERVER_ERROR', 0)} | {q.different} |"
+        )
+    overall = result.overall
+    bad = _bad(overall.statuses, overall.codes)
+    bad_server = _bad(result.server_statuses, result.server_codes)
+    shed = overall.statuses.get("503", 0)
+    lines += [
+        "",
+        f"- New PostgreSQL sessions during the run: **{result.sessions_opened}** "
+        "(`pg_stat_database.sessions`; the pools start empty, so this includes filling them); "
+        f"at most {result.peak_backends} at once (`pg_stat_activity`, sampled every 0.25 s); "
+        "pool connections checked out at most (`/metrics`, sampled): "
+        + (", ".join(f"{k} {v}" for k, v in result.peak_checked_out.items()) or "–")
+        + (
+            f" — the {result.pool_stores} stores share one pool here (one DATABASE_URL), "
+            "so each gauge shows that pool."
+            if result.pool_stores > 1
+            else "."
+        ),
+        f"- Server: {result.server_cpu_pct:.0f} % of a core, peak RSS "
+        f"{result.peak_rss_mib:.0f} MiB; other work on the machine: "
+        f"{result.foreign_cpu_pct:.0f} % of a core.",
+        f"- The server's own count (`/metrics`): /graphql answers "
+        f"{_counts(result.server_statuses)}; GraphQL errors {_counts(result.server_codes)}.",
+        f"- {_mark(bad == 0)} no INTERNAL_SERVER_ERROR and no 5xx but 503: {bad} "
+        f"(server's count: {bad_server}); shed with 503: {shed}",
+        f"- {_mark(overall.different == 0)} every 200 answer equal to the idle server's: "
+        f"{overall.different} differ",
+        f"- {_mark(result.alive)} the server answered `/health` at the end",
+        "",
+        *_server_log(result.log_lines, result.log),
+    ]
     return lines

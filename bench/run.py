@@ -21,6 +21,11 @@ loopback and:
    and after. After each load the runner waits for the server to go idle (the
    requests a stopped load generator abandons are still being worked off).
 
+With `--hostile` (or `--hostile-only`, which skips 1 and 2) it then measures
+hostile load (`bench.hostile`): a probe query's latency while three client
+processes send the worst documents, and 200 connections at the project's
+defaults.
+
 Before the probes and before each cell it waits (at most `--quiet-wait`
 seconds) for the machine to be free of other work.
 
@@ -56,6 +61,7 @@ import orjson
 from sqlalchemy.engine import URL
 
 from bench.common import JWT_SECRET, BenchError, database_url, plain_url
+from bench.hostile import Bench, HostileResult, StressResult, measure_hostile, measure_stress
 from bench.loadgen import LoadResult, Target, run_load, wrk_available
 from bench.machine import ForeignCpu
 from bench.pgproxy import CountingProxy
@@ -100,6 +106,8 @@ class Run:
     settings: dict[str, Any]
     probes: dict[str, dict[str, Probe]] = field(default_factory=dict)  # config -> query -> probe
     cells: list[Cell] = field(default_factory=list)
+    hostile: HostileResult | None = None  # --hostile: the probe under attack
+    stress: StressResult | None = None  # --hostile: 200 connections at the defaults
     seconds: float = 0.0
 
 
@@ -464,33 +472,59 @@ class Runner:
 
     async def run(self) -> Run:
         args, url = self.args, self.url
+        settings: dict[str, Any] = {
+            "duration": f"{args.duration:g} s measured per cell",
+            "warm-up": f"{args.warmup:g} s",
+            "connections": args.connections,
+            "client": args.client + (f" -t {args.threads}" if args.client == "wrk" else ""),
+            "workers": args.workers,
+            "probe requests": args.probe_requests,
+            "server env": " ".join(f"{k}={v}" for k, v in args.server_env.items())
+            or "project defaults",
+        }
+        if args.hostile_only:
+            settings = {"warm-up": f"{args.warmup:g} s"}
+        if args.hostile or args.hostile_only:
+            settings["hostile"] = (
+                f"{args.hostile_duration:g} s per phase; {args.stress_connections} connections "
+                f"for {args.stress_duration:g} s; 1 worker, project defaults"
+            )
+        settings["database"] = url.render_as_string(hide_password=True)
         run = Run(
-            started=dt.datetime.now(dt.UTC),
-            machine=await machine_info(url),
-            settings={
-                "duration": f"{args.duration:g} s measured per cell",
-                "warm-up": f"{args.warmup:g} s",
-                "connections": args.connections,
-                "client": args.client + (f" -t {args.threads}" if args.client == "wrk" else ""),
-                "workers": args.workers,
-                "probe requests": args.probe_requests,
-                "server env": " ".join(f"{k}={v}" for k, v in args.server_env.items())
-                or "project defaults",
-                "database": url.render_as_string(hide_password=True),
-            },
+            started=dt.datetime.now(dt.UTC), machine=await machine_info(url), settings=settings
         )
         self.requests = build_requests(url, *await find_callers(url))
         await self.wait_quiet()
-        await self.probe_all(run)
-        self.say("every configuration gives the same answers")
+        if not args.hostile_only:
+            await self.probe_all(run)
+            self.say("every configuration gives the same answers")
         if not args.verify_only:
             pg = await connect(url)
             try:
-                await self.load_all(run, pg)
+                if not args.hostile_only:
+                    await self.load_all(run, pg)
+                if args.hostile or args.hostile_only:
+                    await self.hostile(run, pg)
             finally:
                 await pg.close()
         run.seconds = time.perf_counter() - self.began
         return run
+
+    async def hostile(self, run: Run, pg: asyncpg.Connection) -> None:
+        """The issue's hostile-load figures (bench/hostile.py): the probe under attack, then
+        200 connections at the project's defaults."""
+        bench = Bench(
+            database_url=plain_url(self.url),
+            requests=self.requests,
+            pg=pg,
+            foreign=ForeignCpu(self.url.database or ""),
+            say=self.say,
+            wait_quiet=lambda: self.wait_quiet(window=1.0),
+        )
+        run.hostile = await measure_hostile(bench, self.args.warmup, self.args.hostile_duration)
+        run.stress = await measure_stress(
+            bench, self.args.stress_connections, self.args.stress_duration
+        )
 
     async def wait_quiet(self, window: float = 2.0) -> None:
         """Wait (up to --quiet-wait seconds) until no other work takes more than 10 % of a core."""
@@ -620,7 +654,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--verify-only", action="store_true", help="check answers and count statements, no load"
     )
     parser.add_argument(
-        "--output", type=Path, default=None, help="report path (bench/results/<date>-<host>.md)"
+        "--hostile",
+        action="store_true",
+        help="also measure hostile load (bench/hostile.py): a probe while 3 processes send "
+        "the worst documents, and 200 connections at the project's defaults",
+    )
+    parser.add_argument(
+        "--hostile-only",
+        action="store_true",
+        help="only the hostile-load measurements (report: bench/results/<date>-<host>-hostile.md)",
+    )
+    parser.add_argument(
+        "--hostile-duration",
+        type=float,
+        default=10.0,
+        help="measured seconds per probe phase (10), after --warmup",
+    )
+    parser.add_argument(
+        "--stress-connections", type=int, default=200, help="connections of the stress run (200)"
+    )
+    parser.add_argument(
+        "--stress-duration", type=float, default=15.0, help="seconds of the stress run (15)"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="report path (bench/results/<date>-<host>.md, -hostile.md with --hostile-only)",
     )
     parser.add_argument(
         "--database-url",
@@ -646,6 +706,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("wrk is not installed (apt-get install wrk), use --client python")
     if args.duration <= 0 or args.connections < 1 or args.workers < 1 or args.probe_requests < 1:
         parser.error("--duration, --connections, --workers and --probe-requests must be positive")
+    if args.hostile_duration <= 0 or args.stress_duration <= 0 or args.stress_connections < 2:
+        parser.error(
+            "--hostile-duration and --stress-duration must be positive, --stress-connections ≥ 2"
+        )
+    if args.hostile_only and args.verify_only:
+        parser.error("--hostile-only and --verify-only exclude each other")
     return args
 
 
@@ -668,7 +734,9 @@ def main(argv: list[str] | None = None) -> int:
         _say("\ninterrupted; every server started was stopped")
         return 130
     report = render(run)
-    stamp = f"{run.started:%Y-%m-%d}-{run.machine['host']}"
+    stamp = f"{run.started:%Y-%m-%d}-{run.machine['host']}" + (
+        "-hostile" if args.hostile_only else ""
+    )
     output = args.output or RESULTS / f"{stamp}.md"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(report, encoding="utf-8")

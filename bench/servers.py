@@ -25,6 +25,7 @@ import httpx
 import psutil
 
 from bench.common import JWT_SECRET, BenchError
+from marketgraph.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 90.0
@@ -63,13 +64,19 @@ def server_env(
     data_dir: Path,
     redis_url: str | None,
     extra: dict[str, str] | None = None,
+    defaults_only: bool = False,
 ) -> dict[str, str]:
     """The environment of a server under test: ours, minus every database placement and
-    Redis, plus the benchmark's settings."""
+    Redis, plus the benchmark's settings. `defaults_only` also drops every other setting
+    the runner's environment holds (DB_POOL_SIZE, MAX_IN_FLIGHT, …): a measurement that
+    claims the project's defaults must not inherit a developer's overrides."""
+    settings = {name.upper() for name in Settings.model_fields}
     env = {
         k: v
         for k, v in os.environ.items()
-        if "DATABASE_URL" not in k.upper() and not k.upper().startswith("REDIS_URL")
+        if "DATABASE_URL" not in k.upper()
+        and not k.upper().startswith("REDIS_URL")
+        and not (defaults_only and k.upper() in settings)
     }
     env.update(
         DATABASE_URL=database_url,
@@ -95,6 +102,7 @@ class ServerProcess:
     workers: int = 1
     redis_url: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)  # GraphQL servers only
+    defaults_only: bool = False  # no settings inherited from the runner's environment
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -122,7 +130,14 @@ class ServerProcess:
         self._tmp = tempfile.TemporaryDirectory(prefix=f"bench-{self.config.name}-")
         planner = "off" if self.config.is_floor else self.config.name
         extra = {} if self.config.is_floor else self.extra_env
-        env = server_env(self.database_url, planner, Path(self._tmp.name), self.redis_url, extra)
+        env = server_env(
+            self.database_url,
+            planner,
+            Path(self._tmp.name),
+            self.redis_url,
+            extra,
+            defaults_only=self.defaults_only,
+        )
         with Path(self._tmp.name, "server.log").open("wb") as log:
             # A process group of its own: stopping it stops its workers, and only them.
             self.process = subprocess.Popen(
@@ -151,13 +166,15 @@ class ServerProcess:
     ) -> None:
         await self.stop()
 
-    def log_tail(self, lines: int = 30) -> str:
+    def log_text(self) -> str:
+        """Everything the server wrote so far (its log lives in a directory `stop` removes)."""
         if self._tmp is None:
             return ""
         path = Path(self._tmp.name, "server.log")
-        if not path.exists():
-            return ""
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
     async def _wait_ready(self) -> None:
         assert self.process is not None

@@ -5,11 +5,10 @@
   Health probes and metrics are exempt, so an orchestrator still sees a busy worker live.
 - **Header and body limits.** Headers (with the request line) over MAX_HEADER_BYTES are
   431; a body over MAX_BODY_BYTES (WEBHOOK_MAX_BODY_BYTES for the payment webhook) is 413,
-  never buffered beyond the limit: what follows is read and dropped, up to DRAIN_BYTES, so
-  that the client, still sending, can read the answer (closing on unread bytes resets the
-  connection); a body declared larger than that is refused at once. A body that does not
-  arrive within REQUEST_READ_TIMEOUT is 408. The body read here is handed on to the app,
-  which reads it as if from the connection.
+  never buffered beyond the limit (`_Body`), and refused before it is sent when the client
+  asked `Expect: 100-continue`. A body that does not arrive within REQUEST_READ_TIMEOUT is
+  408. The body read here is handed on to the app, which reads it as if from the
+  connection.
 - **A JSON answer, whatever happens.** An exception that escapes the app is logged and
   answered as a JSON `INTERNAL_SERVER_ERROR` (a bug), so the client never gets a plain
   text 500 or a dropped connection.
@@ -31,7 +30,6 @@ from marketgraph.settings import Settings
 log = structlog.get_logger(__name__)
 
 WEBHOOK_PATH = "/webhooks/payments"
-DRAIN_BYTES = 8 * 1024 * 1024
 _EXEMPT = ("/health", "/health/ready", "/health/detailed", "/metrics")
 _WITHOUT_BODY = ("GET", "HEAD", "OPTIONS", "DELETE")
 
@@ -136,42 +134,50 @@ class Edge:
             "body",
         )
         declared = header(scope, b"content-length")
-        if declared and declared.strip().isdigit() and int(declared) > limit + DRAIN_BYTES:
-            raise too_large
+        expects_continue = (header(scope, b"expect") or "").lower() == "100-continue"
+        if expects_continue and declared and declared.isdigit() and int(declared) > limit:
+            raise too_large  # refused before the client sends the body
+        body = _Body(limit)
         try:
             async with asyncio.timeout(limits.read_timeout):
-                body = await _read_body(receive, limit)
+                await body.read(receive)
         except TimeoutError:
-            raise _Refusal(
-                408,
-                ErrorCode.BAD_USER_INPUT,
-                f"The request body did not arrive within {limits.read_timeout:g} seconds",
-                "body_timeout",
-            ) from None
-        if body is None:
+            if body.size <= limit:
+                raise _Refusal(
+                    408,
+                    ErrorCode.BAD_USER_INPUT,
+                    f"The request body did not arrive within {limits.read_timeout:g} seconds",
+                    "body_timeout",
+                ) from None
+        if body.size > limit:
             raise too_large
-        return _replay(body, receive)
+        return _replay(b"".join(body.chunks), receive)
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole body, or None when it passes `limit` bytes (after dropping what follows, up
-    to DRAIN_BYTES more). A client that leaves mid-body gets what was read; the app sees
-    its disconnect next."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size <= limit:
-            chunks.append(chunk)
-        elif size > limit + DRAIN_BYTES:
-            return None
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks) if size <= limit else None
+class _Body:
+    """A request body read up to `limit` bytes; past it, the rest is read and dropped, so
+    memory stays bounded and the client, done sending, can read the answer (closing a
+    connection with unread bytes resets it). REQUEST_READ_TIMEOUT bounds the reading."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    async def read(self, receive: Receive) -> None:
+        """Until the body ends (or the client leaves: the app sees its disconnect next)."""
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunk = message.get("body", b"")
+            self.size += len(chunk)
+            if self.size <= self.limit:
+                self.chunks.append(chunk)
+            elif self.chunks:
+                self.chunks.clear()
+            if not message.get("more_body", False):
+                return
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -5,8 +5,11 @@ complete, and waits for it as long as the client likes: a 100 MB header, or a th
 connections sending one byte a second (slowloris), would cost the worker memory and
 sockets before the app could refuse anything. Here the request line and headers are
 counted as they arrive and refused with 431 past MAX_HEADER_BYTES, and a head that is not
-complete within REQUEST_READ_TIMEOUT is answered 408; both close the connection. The app's
-edge (`marketgraph.edge`) checks the same limit for servers run without this protocol.
+complete within REQUEST_READ_TIMEOUT is answered 408. After either answer the connection
+lingers, as nginx's does: the server stops sending and drops what still arrives, for at
+most LINGER_SECONDS, before closing, so a client still sending its request can read the
+answer (a close with unread bytes would reset the connection under it). The app's edge
+(`marketgraph.edge`) checks the same limit for servers run without this protocol.
 
 The limits come from the app's lifespan state (`edge_limits`), so every worker applies
 its own settings.
@@ -22,6 +25,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from marketgraph.errors import ErrorCode, error_body
 
 _STATUS = {408: b"408 Request Timeout", 431: b"431 Request Header Fields Too Large"}
+LINGER_SECONDS = 2.0
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -35,6 +39,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_too_large = False
         self._head_timer: asyncio.TimerHandle | None = None
+        self._lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -43,6 +48,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._lingering:  # lingering: what arrives after the refusal is dropped
+            super().data_received(data)
+
+    def eof_received(self) -> None:
+        if self._lingering:
+            self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -97,4 +110,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             head += name + b": " + value + b"\r\n"
         head += b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
         self.transport.write(head + b"connection: close\r\n\r\n" + body)
-        self.transport.close()
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)

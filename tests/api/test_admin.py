@@ -123,6 +123,7 @@ async def app_with_kg_app_store_at(stores: Databases, port: int) -> AsyncIterato
             "database_urls": urls,
             "sms_backend": "memory",
             "db_pool_timeout": 1,
+            "db_connect_timeout": 1,
             "health_timeout": 1,
         }
     )
