@@ -8,7 +8,7 @@
   never buffered beyond the limit (`_Body`), and refused before it is sent when the client
   asked `Expect: 100-continue`. A body that does not arrive within REQUEST_READ_TIMEOUT is
   408. The body read here is handed on to the app, which reads it as if from the
-  connection.
+  connection (and finds it in `scope["state"]["body"]`).
 - **A JSON answer, whatever happens.** An exception that escapes the app is logged and
   answered as a JSON `INTERNAL_SERVER_ERROR` (a bug), so the client never gets a plain
   text 500 or a dropped connection.
@@ -151,7 +151,9 @@ class Edge:
                 ) from None
         if body.size > limit:
             raise too_large
-        return _replay(b"".join(body.chunks), receive)
+        whole = b"".join(body.chunks)
+        scope.setdefault("state", {})["body"] = whole  # for the planner's middleware
+        return _replay(whole, receive)
 
 
 class _Body:

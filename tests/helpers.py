@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -243,7 +244,8 @@ def public_pem(private_key_file: Path) -> bytes:
 
 
 def closed_port() -> int:
-    """A local TCP port nothing listens on: connecting is refused at once."""
+    """A local TCP port nothing listens on: connecting is refused at once (and a server
+    may take it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -268,3 +270,23 @@ async def silent_server() -> AsyncIterator[int]:
         for writer in writers:
             writer.close()
         await server.wait_closed()
+
+
+async def start_serve(
+    port: int, cwd: Path, env: dict[str, str], log: Path
+) -> asyncio.subprocess.Process:
+    """`python -m marketgraph serve --port PORT` in a subprocess, its output into `log`."""
+    with log.open("wb") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "marketgraph",
+            "serve",
+            "--port",
+            str(port),
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from marketgraph.db.databases import Databases
 from marketgraph.settings import Settings
 from tests.conftest import make_settings, truncate_all
 from tests.factories import WEBHOOK_SECRET, create_customer, create_product, gid
+from tests.helpers import closed_port, start_serve
 
 JWT_SECRET = "abuse-suite-jwt-secret-of-some-length"
 STARTUP_TIMEOUT = 30.0
@@ -49,13 +48,6 @@ class RealServer:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         raise AssertionError("no VmRSS")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def server_env(settings: Settings, data_dir: Path) -> dict[str, str]:
@@ -96,22 +88,9 @@ async def real_server(
     product = await create_product(_databases.store("kg", "app"), name="Tea")
     await create_product(_databases.store("us", "app"), name="Coffee")
     tokens = TokenService.from_settings(make_settings(abuse_dir, {}, jwt_secret=JWT_SECRET))
-    port = _free_port()
+    port = closed_port()
     log = abuse_dir / "serve.log"
-    with log.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "marketgraph",
-            "serve",
-            "--port",
-            str(port),
-            cwd=abuse_dir,
-            env=server_env(settings, abuse_dir / "data"),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+    process = await start_serve(port, abuse_dir, server_env(settings, abuse_dir / "data"), log)
     server = RealServer(
         base_url=f"http://127.0.0.1:{port}",
         pid=process.pid,

@@ -10,8 +10,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +21,7 @@ import httpx
 import pytest
 
 from marketgraph.db.embedded import EmbeddedPostgres, asyncpg_dsn
+from tests.helpers import closed_port, start_serve
 
 STARTUP_TIMEOUT = 60.0  # the issue's promise: a working API within a minute
 SHUTDOWN_TIMEOUT = 30.0
@@ -30,13 +29,6 @@ STORES = {"kg.auth", "kg.app", "us.auth", "us.app"}
 MARKETS = "{ markets { code currency currencySymbol language phoneRegions } }"
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def newcomer_env(data_dir: Path) -> dict[str, str]:
@@ -82,22 +74,9 @@ def serve_dir() -> Iterator[Path]:
 @pytest.fixture
 async def server(serve_dir: Path) -> AsyncIterator[Server]:
     """`python -m marketgraph serve` in a subprocess; killed (and its PostgreSQL stopped) after."""
-    port = free_port()
+    port = closed_port()
     log = serve_dir / "serve.log"
-    with log.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "marketgraph",
-            "serve",
-            "--port",
-            str(port),
-            cwd=serve_dir,
-            env=newcomer_env(serve_dir / "data"),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+    process = await start_serve(port, serve_dir, newcomer_env(serve_dir / "data"), log)
     srv = Server(process, f"http://127.0.0.1:{port}", serve_dir / "data", log)
     try:
         yield srv

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from marketgraph.db.topology import StoreKey, Topology
 from marketgraph.kv import MemoryStore
 from marketgraph.settings import Settings
 from tests.conftest import TEST_DB_PREFIX, make_settings, recreate_database, url_text
+from tests.helpers import closed_port
 
 
 async def test_pool_status_counts_the_connections_in_use(stores: Databases) -> None:
@@ -126,9 +126,7 @@ async def test_check_shows_every_store_and_exits_0(settings: Settings, tmp_path:
 async def test_check_exits_1_naming_an_unreachable_store(
     settings: Settings, tmp_path: Path
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = closed_port()
     urls = {
         **settings.database_urls,
         "US_APP_DATABASE_URL": f"postgresql://mg:s3cret-pw@127.0.0.1:{port}/gone",

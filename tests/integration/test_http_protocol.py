@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from marketgraph.edge import EdgeLimits
+from tests.helpers import closed_port
 
 LIMITS = EdgeLimits(
     max_in_flight=10,
@@ -42,9 +42,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
 @asynccontextmanager
 async def running() -> AsyncIterator[int]:
     """A uvicorn server with the protocol, in this event loop, on a free port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
+    port = closed_port()
     app = Starlette(routes=[Route("/echo", echo)], lifespan=lifespan)
     config = uvicorn.Config(
         app,
