@@ -185,7 +185,21 @@ class Documents:
 
 
 def _refused(error: GraphQLError) -> CheckedDocument:
+    error.__traceback__ = None  # cached: it must not keep the parser's frames alive
     return CheckedDocument(None, (error,))
+
+
+def fresh(error: GraphQLError) -> GraphQLError:
+    """A copy of a cached error, to raise: raising the cached one itself would chain every
+    request's frames (and its document) onto its traceback, for as long as it is cached."""
+    return GraphQLError(
+        error.message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        extensions=error.extensions,
+    )
 
 
 class StringLiterals(ValidationRule):
@@ -240,7 +254,7 @@ class CheckedDocuments(SchemaExtension):
         if documents is not None and context.graphql_document is None and context.query:
             checked = await documents.check_async(context.query)
             if checked.document is None:
-                raise checked.errors[0]
+                raise fresh(checked.errors[0])
             checked.operation(context.operation_name)
             context.graphql_document = checked.document
             context.pre_execution_errors = list(checked.errors)

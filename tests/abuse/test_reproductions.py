@@ -117,6 +117,21 @@ async def test_oversized_bodies_are_413_without_growing_the_server(
     assert grown < 64, f"the server grew by {grown:.0f} MiB"
 
 
+async def test_a_refused_document_sent_again_and_again_does_not_grow_the_server(
+    real_server: RealServer,
+) -> None:
+    """Refusals are cached: each repeat must cost nothing, memory included (a cached error
+    re-raised used to keep every request's frames, and its 250 KB document, alive)."""
+    document = {"query": HOSTILE_DOCUMENTS["50,000 duplicated fields"]}
+    async with httpx.AsyncClient(base_url=real_server.base_url, timeout=10) as http:
+        assert_sound(await http.post("/graphql", json=document), 200)
+        before = real_server.rss_mib()
+        for _ in range(400):
+            assert_sound(await http.post("/graphql", json=document), 200)
+    grown = real_server.rss_mib() - before
+    assert grown < 32, f"400 repeats grew the server by {grown:.0f} MiB"
+
+
 async def test_oversized_headers_are_431(real_server: RealServer) -> None:
     async with httpx.AsyncClient(base_url=real_server.base_url, timeout=10) as http:
         for size in (20_000, 1_000_000):
