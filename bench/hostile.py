@@ -76,6 +76,9 @@ DEFAULTS_SHOWN = (
     "max_selections",
 )
 LOG_LINES_SHOWN = 40
+# Buckets (seconds) of the server's latency histogram shown in the report: where its own
+# timing puts the tail, apart from the clients'.
+SERVER_BUCKETS = ("0.05", "0.1", "0.25", "0.5", "1.0", "2.5")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +180,7 @@ class StressResult:
     foreign_cpu_pct: float
     server_statuses: dict[str, int]
     server_codes: dict[str, int]
+    server_within: dict[str, float]  # /metrics: share of answers within `le` seconds
     alive: bool
     log_lines: int
     log: list[str]
@@ -222,10 +226,12 @@ _SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} (\S+)$", re.MULTILINE)
 
 
 async def server_counts(http: httpx.AsyncClient, server: ServerProcess) -> dict[str, Counter[str]]:
-    """The server's own counters (/metrics): answers on /graphql by status, edge refusals by
-    reason, GraphQL errors by code, connections checked out per store."""
+    """The server's own counters (/metrics): answers on /graphql by status and by latency
+    bucket (`le`, cumulative), edge refusals by reason, GraphQL errors by code, connections
+    checked out per store."""
     out: dict[str, Counter[str]] = {
         "statuses": Counter(),
+        "buckets": Counter(),
         "refusals": Counter(),
         "codes": Counter(),
         "checked_out": Counter(),
@@ -237,6 +243,9 @@ async def server_counts(http: httpx.AsyncClient, server: ServerProcess) -> dict[
         if name == "marketgraph_http_request_duration_seconds_count":
             if labels.get("route") == "/graphql":
                 out["statuses"][labels["status"]] += number
+        elif name == "marketgraph_http_request_duration_seconds_bucket":
+            if labels.get("route") == "/graphql":
+                out["buckets"][labels["le"]] += number
         elif name == "marketgraph_requests_refused_total":
             out["refusals"][labels["reason"]] += number
         elif name == "marketgraph_graphql_errors_total":
@@ -248,6 +257,14 @@ async def server_counts(http: httpx.AsyncClient, server: ServerProcess) -> dict[
 
 def _delta(after: Counter[str], before: Counter[str]) -> dict[str, int]:
     return {k: v for k, v in sorted((after - before).items()) if v}
+
+
+def _within(after: Counter[str], before: Counter[str]) -> dict[str, float]:
+    """The share of answers the server timed within each of SERVER_BUCKETS seconds."""
+    total = after["+Inf"] - before["+Inf"]
+    if not total:
+        return {}
+    return {le: (after[le] - before[le]) / total for le in SERVER_BUCKETS if le in after}
 
 
 async def _alive(server: ServerProcess) -> bool:
@@ -305,18 +322,26 @@ class Clients:
             await process.stdin.drain()
 
     async def finish(self) -> list[dict[str, Any]]:
-        """Stop them (end of stdin) and collect their reports."""
+        """Stop them (end of stdin) and collect their reports.
+
+        Each report is read to the end of its output, all at once: a report holds every
+        latency (hundreds of kilobytes), past what `readline` accepts, and a process whose
+        output nobody reads blocks on its full pipe and never exits.
+        """
         for process in self.processes:
             assert process.stdin is not None
             process.stdin.close()
+        outputs = await asyncio.wait_for(
+            asyncio.gather(*(p.stdout.read() for p in self.processes if p.stdout)),
+            REQUEST_TIMEOUT_S * 2,
+        )
         results = []
-        for process in self.processes:
-            assert process.stdout is not None
-            line = await asyncio.wait_for(process.stdout.readline(), REQUEST_TIMEOUT_S * 2)
+        for process, output in zip(self.processes, outputs, strict=True):
             await process.wait()
-            if not line.strip():
+            lines = output.strip().splitlines()
+            if not lines:
                 raise BenchError(f"a client process reported nothing (exit {process.returncode})")
-            results.append(orjson.loads(line))
+            results.append(orjson.loads(lines[-1]))
         self.processes.clear()
         return results
 
@@ -662,6 +687,7 @@ async def measure_stress(bench: Bench, connections: int, seconds: float) -> Stre
         foreign_cpu_pct=foreign * 100 / elapsed,
         server_statuses=_delta(counts_after["statuses"], counts_before["statuses"]),
         server_codes=_delta(counts_after["codes"], counts_before["codes"]),
+        server_within=_within(counts_after["buckets"], counts_before["buckets"]),
         alive=alive,
         log_lines=log_lines,
         log=log,

@@ -284,6 +284,13 @@ def _hostile(result: HostileResult) -> list[str]:
     bad = sum(_bad(p.probe.statuses, p.probe.codes) for p in result.phases)
     bad += sum(_bad(t["statuses"], t["codes"]) for p in result.phases for t in p.attackers.values())
     bad_server = sum(_bad(p.server_statuses, p.server_codes) for p in result.phases)
+    if result.phases:
+        first, last = result.phases[0], result.phases[-1]
+        lines.append(
+            f"- The server's VmRSS: {first.rss_before_mib:.0f} MiB before the attacks, "
+            f"{last.rss_after_mib:.0f} MiB after them "
+            f"({last.rss_after_mib - first.rss_before_mib:+.0f} MiB; no target, a figure)"
+        )
     lines += [
         f"- {_mark(bad == 0)} no INTERNAL_SERVER_ERROR and no 5xx but 503, as the clients saw "
         f"them (probe and attackers): {bad}",
@@ -409,7 +416,16 @@ def _stress(result: StressResult) -> list[str]:
         f"{result.peak_rss_mib:.0f} MiB; other work on the machine: "
         f"{result.foreign_cpu_pct:.0f} % of a core.",
         f"- The server's own count (`/metrics`): /graphql answers "
-        f"{_counts(result.server_statuses)}; GraphQL errors {_counts(result.server_codes)}.",
+        f"{_counts(result.server_statuses)}; GraphQL errors {_counts(result.server_codes)}; "
+        "answered within (its own timing, without the clients'): "
+        + (
+            ", ".join(
+                f"{float(le) * 1000:g} ms {share * 100:.1f} %"
+                for le, share in result.server_within.items()
+            )
+            or "–"
+        )
+        + ".",
         f"- {_mark(bad == 0)} no INTERNAL_SERVER_ERROR and no 5xx but 503: {bad} "
         f"(server's count: {bad_server}); shed with 503: {shed}",
         f"- {_mark(overall.different == 0)} every 200 answer equal to the idle server's: "
