@@ -5,7 +5,10 @@ the planner serves is answered here, after the request id, metrics and CORS midd
 before the router, Strawberry's view and their request and response objects, which would
 cost a planned read more than its statement. Every other request, and every planned run
 that raises, goes on to Strawberry with its body intact: Strawberry answers errors, with
-their paths and codes, and executes what the planner does not know.
+their paths and codes, and executes what the planner does not know. Two failures are
+answered here instead, as Strawberry would only meet them again after the same wait: a
+caller refused before execution (bad credentials, an unknown market, the key-value store
+or an API key's store down), and a store that is down during the planned run.
 
 `QUERY_PLANNER=shadow` answers with Strawberry and logs any difference from the plan.
 """

@@ -9,7 +9,7 @@ from typing import Protocol
 import httpx
 import structlog
 
-from marketgraph.errors import DomainError, ErrorCode
+from marketgraph.errors import ServiceUnavailableError
 from marketgraph.settings import ConfigError, Settings
 
 log = structlog.get_logger(__name__)
@@ -74,9 +74,7 @@ class WebhookSms:
             log.warning("sms webhook failed", attempt=attempt, reason=reason)
             if attempt < self._attempts:
                 await asyncio.sleep(0.2 * 2**attempt)
-        raise DomainError(
-            ErrorCode.SERVICE_UNAVAILABLE, "The code could not be sent; try again shortly"
-        )
+        raise ServiceUnavailableError("The code could not be sent; try again shortly")
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from marketgraph.db.databases import Databases
 from marketgraph.db.models.app import Order, OrderStatus, Wallet
 from marketgraph.db.models.auth import User
-from marketgraph.errors import DomainError, ErrorCode, is_unavailable
+from marketgraph.errors import DomainError, ErrorCode, ServiceUnavailableError, is_unavailable
 from marketgraph.markets import Market, detect_market
 from marketgraph.resolvers.accounts import USER_COLUMNS
 from marketgraph.resolvers.pagination import Page, page_of
@@ -78,11 +78,7 @@ async def market_stats(ctx: RequestContext) -> tuple[list[MarketFigures], list[D
             figures.append(result)
         elif isinstance(result, Exception) and is_unavailable(result):
             errors.append(
-                DomainError(
-                    ErrorCode.SERVICE_UNAVAILABLE,
-                    f"Market {market.code} is unavailable",
-                    market=market.code,
-                )
+                ServiceUnavailableError(f"Market {market.code} is unavailable", market=market.code)
             )
         elif isinstance(result, BaseException):
             raise result

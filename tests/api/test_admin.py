@@ -160,6 +160,7 @@ def _assert_partial(body: dict[str, Any]) -> None:
     [failure] = body["errors"]
     assert failure["extensions"]["code"] == "SERVICE_UNAVAILABLE"
     assert failure["extensions"]["market"] == "kg"
+    assert failure["extensions"]["retryAfter"] >= 1
     assert "127.0.0.1" not in str(body) and "gone" not in str(body)
 
 
