@@ -43,7 +43,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Json = dict[str, Any]
 
-MAX_POOL = 30  # the server's default pool: DB_POOL_SIZE 10 + DB_MAX_OVERFLOW 20
+MAX_POOL = 20  # the server's default pool: DB_POOL_SIZE 5 + DB_MAX_OVERFLOW 15
 
 # The request's one connection (all four stores share the benchmark database).
 _connection: ContextVar[asyncpg.Connection] = ContextVar("floor_connection")
