@@ -132,6 +132,8 @@ class Documents:
         if cached is not None:
             self._cache.move_to_end(query)
             return cached
+        if len(query) > self.rules.max_chars:
+            return self._too_long(query)
         return self._remember(query, self._check(query))
 
     async def check_async(self, query: str) -> CheckedDocument:
@@ -143,6 +145,8 @@ class Documents:
         if cached is not None:
             self._cache.move_to_end(query)
             return cached
+        if len(query) > self.rules.max_chars:
+            return self._too_long(query)
         async with self._checking:
             cached = self._cache.get(query)  # checked while this request waited
             if cached is not None:
@@ -159,12 +163,14 @@ class Documents:
             self._chars -= len(evicted)
         return checked
 
+    def _too_long(self, query: str) -> CheckedDocument:
+        """Refused by its length alone: as cheap to say again as to look up, and not cached
+        (long documents would push the others out)."""
+        limit = self.rules.max_chars
+        return _refused(too_complex(f"The document has {len(query)} characters; at most {limit}"))
+
     def _check(self, query: str) -> CheckedDocument:
         rules = self.rules
-        if len(query) > rules.max_chars:
-            return _refused(
-                too_complex(f"The document has {len(query)} characters; at most {rules.max_chars}")
-            )
         try:
             document = parse(query, max_tokens=rules.max_tokens)
         except GraphQLError as error:

@@ -30,3 +30,12 @@ def test_a_document_refused_for_its_size_keeps_no_tree() -> None:
     [error] = checked.errors
     assert error.extensions == {"code": "QUERY_TOO_COMPLEX"}
     assert error.__traceback__ is None
+
+
+def test_a_document_too_long_is_refused_without_taking_a_place_in_the_cache() -> None:
+    documents = Documents(build_schema()._schema, DocumentRules(max_chars=100))
+    documents.check("{ markets { code } }")
+    long = "{ markets { code } }" + " " * 200
+    [error] = documents.check(long).errors
+    assert error.message == "The document has 220 characters; at most 100"
+    assert list(documents._cache) == ["{ markets { code } }"]
