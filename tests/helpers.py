@@ -19,9 +19,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute
 from starlette.applications import Starlette
 
+from marketgraph.app import create_app
 from marketgraph.db.databases import Databases
 from marketgraph.kv import KeyValueStore
-from marketgraph.settings import Role
+from marketgraph.services import Services, open_services
+from marketgraph.settings import Role, Settings
 from marketgraph.sms import MemorySms
 
 AUTH_FIELDS = """
@@ -290,3 +292,17 @@ async def start_serve(
             stdout=out,
             stderr=asyncio.subprocess.STDOUT,
         )
+
+
+@asynccontextmanager
+async def served(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
+    """An app over its own services for `settings`, as the lifespan opens them (engines,
+    key-value store, the budget check), and a client of it; everything closed after."""
+    services = await open_services(settings)
+    app = create_app(settings)
+    app.state.services = services
+    try:
+        async with http_client(app) as client:
+            yield client, services
+    finally:
+        await services.close()

@@ -128,25 +128,16 @@ class Documents:
 
     def check(self, query: str) -> CheckedDocument:
         """`query` parsed and validated (from the cache when it was seen before)."""
-        cached = self._cache.get(query)
-        if cached is not None:
-            self._cache.move_to_end(query)
-            return cached
-        if len(query) > self.rules.max_chars:
-            return self._too_long(query)
-        return self._remember(query, self._check(query))
+        return self._known(query) or self._remember(query, self._check(query))
 
     async def check_async(self, query: str) -> CheckedDocument:
         """`check`, with a new document's parsing and validation in a worker thread, one at
         a time: the thread holds the GIL, but the event loop takes it back every few
         milliseconds (sys.getswitchinterval), so requests with known documents are served
         meanwhile, and a flood of new (hostile) documents queues behind itself."""
-        cached = self._cache.get(query)
-        if cached is not None:
-            self._cache.move_to_end(query)
-            return cached
-        if len(query) > self.rules.max_chars:
-            return self._too_long(query)
+        known = self._known(query)
+        if known is not None:
+            return known
         async with self._checking:
             cached = self._cache.get(query)  # checked while this request waited
             if cached is not None:
@@ -163,11 +154,19 @@ class Documents:
             self._chars -= len(evicted)
         return checked
 
-    def _too_long(self, query: str) -> CheckedDocument:
-        """Refused by its length alone: as cheap to say again as to look up, and not cached
-        (long documents would push the others out)."""
+    def _known(self, query: str) -> CheckedDocument | None:
+        """The cached answer, or the refusal of a document too long, which is as cheap to
+        say again as to look up and is not cached (long documents would push others out)."""
+        cached = self._cache.get(query)
+        if cached is not None:
+            self._cache.move_to_end(query)
+            return cached
         limit = self.rules.max_chars
-        return _refused(too_complex(f"The document has {len(query)} characters; at most {limit}"))
+        if len(query) > limit:
+            return _refused(
+                too_complex(f"The document has {len(query)} characters; at most {limit}")
+            )
+        return None
 
     def _check(self, query: str) -> CheckedDocument:
         rules = self.rules

@@ -9,7 +9,6 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,35 +17,19 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from marketgraph.app import create_app
 from marketgraph.auth import api_keys
 from marketgraph.breaker import DEFAULT_COOLDOWN
 from marketgraph.db.databases import Databases
 from marketgraph.db.embedded import asyncpg_dsn
-from marketgraph.services import Services, open_services
 from marketgraph.settings import Settings
 from tests.conftest import make_settings, url_text
 from tests.factories import create_customer, create_product, gid
 from tests.faults import FaultProxy, Mode, postgres_upstream, through
-from tests.helpers import error, gql
+from tests.helpers import error, gql, served
 
 TIMEOUT = 1.0  # DB_CONNECT_TIMEOUT and DB_STATEMENT_TIMEOUT here
 CATALOG = "{ products(first: 5) { edges { node { name } } } }"
 VIEWER = "{ viewer { id wallet { balance { amountMinor } } } }"
-
-
-@asynccontextmanager
-async def served(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
-    """The app over its own engines for `settings`, as the lifespan opens them."""
-    services = await open_services(settings)
-    app = create_app(settings)
-    app.state.services = services
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield http, services
-    finally:
-        await services.close()
 
 
 @pytest.fixture

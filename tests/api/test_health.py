@@ -20,16 +20,14 @@ from sqlalchemy.engine import URL
 from starlette.applications import Starlette
 
 import marketgraph
-from marketgraph.app import create_app
 from marketgraph.breaker import DEFAULT_COOLDOWN
 from marketgraph.db import migrate
 from marketgraph.db.databases import Databases
 from marketgraph.db.embedded import EmbeddedPostgres, asyncpg_dsn, ensure_databases
 from marketgraph.db.topology import StoreKey, Topology
-from marketgraph.services import open_services
 from marketgraph.settings import Settings
 from tests.conftest import TEST_DB_PREFIX, make_settings, recreate_database, url_text
-from tests.helpers import closed_port, silent_server
+from tests.helpers import closed_port, served, silent_server
 
 STORES = {"kg.auth", "kg.app", "us.auth", "us.app"}
 
@@ -37,15 +35,8 @@ STORES = {"kg.auth", "kg.app", "us.auth", "us.app"}
 @asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An app over its own engines for `settings`, as the lifespan would open them; closed after."""
-    services = await open_services(settings)
-    app = create_app(settings)
-    app.state.services = services
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield http
-    finally:
-        await services.close()
+    async with served(settings) as (http, _):
+        yield http
 
 
 def with_store_at(
