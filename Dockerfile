@@ -15,10 +15,9 @@ COPY pyproject.toml README.md ./
 RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 COPY marketgraph ./marketgraph
-COPY migrations ./migrations
-# Editable: the migrations are found next to the package (marketgraph/db/migrate.py).
-RUN pip install --no-deps -e . \
- && python -m compileall -q /app/marketgraph /app/migrations
+# The wheel, as operators install it: the migrations ship inside the package.
+RUN pip wheel --no-deps --wheel-dir /wheels . \
+ && pip install --no-deps /wheels/marketgraph-*.whl
 
 FROM python:3.11-slim AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
@@ -29,10 +28,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/marketgraph marketgraph \
  && mkdir /data \
  && chown marketgraph:marketgraph /data
-# Same paths as in the build stage: the editable install points at /app.
+# Only the virtual environment: the package and its migrations live in it.
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /app /app
-WORKDIR /app
+WORKDIR /data
 USER marketgraph
 VOLUME ["/data"]
 EXPOSE 8000

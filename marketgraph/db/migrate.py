@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from marketgraph.db.topology import StoreLocation
 from marketgraph.settings import Role
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"  # shipped in the package
 
 
 def alembic_config(role: Role) -> Config:
