@@ -173,8 +173,50 @@ async def _each_store(
     topology = await prepare_topology(settings)
     results = []
     for location in topology.select(market.lower() if market else None, role):
-        results.append((location, await action(location)))
+        results.append((location, await _explained(location, action(location))))
     return results
+
+
+async def _explained(location: Any, work: Awaitable[T]) -> T:
+    """`work` on one store; a failure to reach or find its database is one line and exit 1,
+    not a traceback."""
+    from marketgraph.db.create import StoreProblem, explain
+
+    try:
+        return await work
+    except StoreProblem as problem:
+        message: str | None = str(problem)
+    except Exception as exc:
+        message = explain(location, exc)
+        if message is None:
+            raise
+    click.echo(f"marketgraph: {message}", err=True)
+    sys.exit(1)
+
+
+@db.command()
+def create() -> None:
+    """Create the databases and schemas of every store that are missing (external servers,
+    where the role may); what exists is left alone."""
+    from marketgraph.db.create import StoreProblem, create_databases
+    from marketgraph.db.databases import prepare_topology
+
+    settings = load_settings()
+
+    async def act() -> list[Any]:
+        topology = await prepare_topology(settings)
+        try:
+            return await create_databases(topology)
+        except StoreProblem as problem:
+            click.echo(f"marketgraph: {problem}", err=True)
+            sys.exit(1)
+
+    for done in run(act()):
+        database = "created" if done.database_created else "exists"
+        schema = "created" if done.schema_created else "exists"
+        click.echo(
+            f"{done.store}: database {done.database} ({database}), schema {done.schema} ({schema})"
+        )
 
 
 @db.command()

@@ -1,4 +1,5 @@
-"""`marketgraph db upgrade|downgrade|current|history`: each acts on the matching stores only."""
+"""`marketgraph db create|upgrade|downgrade|current|history`: each acts on the matching stores
+only; a store that cannot be reached or found is one line, not a traceback."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from marketgraph.db.embedded import asyncpg_dsn
 from marketgraph.db.topology import Topology
 from marketgraph.settings import ROLES, Settings
 from tests.conftest import TEST_DB_PREFIX, recreate_database, url_text
+from tests.helpers import closed_port
 
 HEADS = {role: migrate.head_revision(role) for role in ROLES}
 STORES = ("kg.auth", "kg.app", "us.auth", "us.app")
@@ -205,3 +207,84 @@ async def test_revision_needs_a_role() -> None:
     result = await invoke("db", "revision", "-m", "x")
     assert result.exit_code == 2
     assert "--role" in result.stderr
+
+
+@pytest.fixture(params=["separate", "shared"])
+async def missing_env(
+    request: pytest.FixtureRequest, postgres_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[list[str]]:
+    """Stores placed through the environment on databases that do not exist yet; their names
+    (dropped after the test)."""
+    tag = uuid.uuid4().hex[:8]
+    if request.param == "separate":
+        names = [f"{TEST_DB_PREFIX}_{tag}_{m}_{r}" for m in ("kg", "us") for r in ROLES]
+        for name, (market, role) in zip(
+            names, [(m, r) for m in ("kg", "us") for r in ROLES], strict=True
+        ):
+            url = url_text(postgres_url.set(database=name, password=PASSWORD))
+            monkeypatch.setenv(f"{market.upper()}_{role.upper()}_DATABASE_URL", url)
+    else:
+        names = [f"{TEST_DB_PREFIX}_{tag}_shared"]
+        url = url_text(postgres_url.set(database=names[0], password=PASSWORD))
+        monkeypatch.setenv("DATABASE_URL", url)
+    try:
+        yield names
+    finally:
+        conn = await asyncpg.connect(asyncpg_dsn(postgres_url))
+        try:
+            for name in names:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+async def test_create_then_upgrade_is_the_whole_set_up(missing_env: list[str]) -> None:
+    refused = await invoke("db", "upgrade")
+    assert refused.exit_code == 1
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("marketgraph: kg.auth: postgresql://")
+    assert f"database '{missing_env[0]}' does not exist; run `marketgraph db create`" in line
+    assert PASSWORD not in refused.output
+
+    created = await ok("db", "create")
+    assert [line.split(":")[0] for line in created] == list(STORES)
+    assert all("schema" in line and "(created)" in line for line in created)
+    again = await ok("db", "create")
+    assert all(line.endswith("(exists)") and "(exists)," in line for line in again)
+
+    await ok("db", "upgrade")
+    assert all("(at head)" in line for line in await ok("db", "current"))
+
+
+async def test_an_unreachable_server_is_one_line_naming_the_store_and_the_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port = closed_port()
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://mg:{PASSWORD}@127.0.0.1:{port}/gone")
+    for command in (("db", "current"), ("db", "upgrade"), ("db", "create")):
+        result = await invoke(*command)
+        assert result.exit_code == 1, result.output
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"marketgraph: kg.auth: postgresql://mg@127.0.0.1:{port}/gone")
+        assert "cannot reach the server" in line and "DATABASE_URL" in line
+        assert PASSWORD not in result.output
+
+
+async def test_a_role_that_may_not_create_databases_is_told_what_to_ask_for(
+    postgres_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = await asyncpg.connect(asyncpg_dsn(postgres_url))
+    name = f"{TEST_DB_PREFIX}_{uuid.uuid4().hex[:8]}_none"
+    try:
+        await admin.execute("DROP ROLE IF EXISTS mg_no_createdb")
+        await admin.execute("CREATE ROLE mg_no_createdb LOGIN NOCREATEDB")
+        url = postgres_url.set(username="mg_no_createdb", database=name)
+        monkeypatch.setenv("DATABASE_URL", url_text(url))
+        result = await invoke("db", "create")
+        assert result.exit_code == 1
+        [line] = result.stderr.splitlines()
+        assert "user 'mg_no_createdb' may not create databases" in line
+        assert f'CREATE DATABASE "{name}" OWNER "mg_no_createdb"' in line
+    finally:
+        await admin.execute("DROP ROLE IF EXISTS mg_no_createdb")
+        await admin.close()
