@@ -194,6 +194,20 @@ async def _explained(location: Any, work: Awaitable[T]) -> T:
     sys.exit(1)
 
 
+async def _reachable_databases(settings: Settings) -> Any:
+    """The stores' `Databases`, once every database answers; else one line and exit 1."""
+    from marketgraph.db.create import StoreProblem, check_reachable
+    from marketgraph.db.databases import Databases, prepare_topology
+
+    topology = await prepare_topology(settings)
+    try:
+        await check_reachable(topology)
+    except StoreProblem as problem:
+        click.echo(f"marketgraph: {problem}", err=True)
+        sys.exit(1)
+    return Databases(topology, settings)
+
+
 @db.command()
 def create() -> None:
     """Create the databases and schemas of every store that are missing (external servers,
@@ -324,7 +338,6 @@ def seed(users: int | None, products: int | None) -> None:
     from sqlalchemy.exc import DBAPIError
 
     from marketgraph import seed as demo
-    from marketgraph.db.databases import open_databases
 
     settings = load_settings()
     n_users = demo.DEFAULT_USERS if users is None else users
@@ -334,7 +347,7 @@ def seed(users: int | None, products: int | None) -> None:
     async def act() -> demo.SeedResult:
         if settings.is_embedded:
             await _upgrade_all(settings)
-        databases = await open_databases(settings)
+        databases = await _reachable_databases(settings)
         try:
             with Progress(
                 TextColumn("{task.description}"),
@@ -360,7 +373,7 @@ def seed(users: int | None, products: int | None) -> None:
 
     try:
         result = run(act())
-    except DBAPIError as exc:
+    except DBAPIError as exc:  # reachable, but not migrated
         click.echo(
             f"marketgraph: seeding failed: {exc.orig or exc}\n"
             "(are the stores migrated? run `marketgraph db upgrade`)",
@@ -438,7 +451,6 @@ def users() -> None:
 @click.option("--market", "market_code", required=True, help="The market the user lives in.")
 def promote(who: str, market_code: str) -> None:
     """Make the user with this phone (E.164) or email an admin: how a fresh install gets one."""
-    from marketgraph.db.databases import open_databases
     from marketgraph.errors import DomainError
     from marketgraph.markets import detect_market
     from marketgraph.resolvers.accounts import promote as promote_user
@@ -448,7 +460,7 @@ def promote(who: str, market_code: str) -> None:
     async def act() -> str:
         market = settings.markets.require(market_code)
         key = who if "@" in who else detect_market(who, settings.markets)[1]
-        databases = await open_databases(settings)
+        databases = await _reachable_databases(settings)
         try:
             user = await promote_user(databases, market, key)
         finally:

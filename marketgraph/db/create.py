@@ -165,3 +165,16 @@ async def _create_schema(location: StoreLocation) -> bool:
         return True
     finally:
         await conn.close()
+
+
+async def check_reachable(topology: Topology) -> None:
+    """Connect once to every database `topology` names: a `StoreProblem` (one line) for the
+    first store that cannot be reached or found, before a command starts its work."""
+    seen: set[str] = set()
+    for location in topology:
+        url = plain_url(location.url)
+        if url in seen:
+            continue
+        seen.add(url)
+        conn = await _connect(location, location.url)
+        await conn.close()

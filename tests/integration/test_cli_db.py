@@ -261,7 +261,14 @@ async def test_an_unreachable_server_is_one_line_naming_the_store_and_the_fix(
 ) -> None:
     port = closed_port()
     monkeypatch.setenv("DATABASE_URL", f"postgresql://mg:{PASSWORD}@127.0.0.1:{port}/gone")
-    for command in (("db", "current"), ("db", "upgrade"), ("db", "create")):
+    commands = (
+        ("db", "current"),
+        ("db", "upgrade"),
+        ("db", "create"),
+        ("seed",),
+        ("users", "promote", "+996700123456", "--market", "kg"),
+    )
+    for command in commands:
         result = await invoke(*command)
         assert result.exit_code == 1, result.output
         [line] = result.stderr.splitlines()
