@@ -1,4 +1,4 @@
-"""The `marketgraph` command: serve, db, seed, schema export, whereis, check."""
+"""The `marketgraph` command: serve, db, seed, schema export, whereis, check, users."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from marketgraph.move_command import move
 from marketgraph.settings import ROLES, ConfigError, Role, Settings
 
 T = TypeVar("T")
@@ -155,6 +156,9 @@ role_option = click.option(
 @cli.group()
 def db() -> None:
     """Migrations of every (market, role) store."""
+
+
+db.add_command(move)
 
 
 async def _each_store(

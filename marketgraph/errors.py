@@ -65,6 +65,8 @@ class ServiceUnavailableError(DomainError):
 # resources such as "too many clients" (53), operator intervention such as a shutdown, a
 # server starting up or a cancelled statement (57), system error (58).
 _UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
+# A write refused by a database in a read-only window (`db move`'s runbook) or on a replica.
+READ_ONLY_SQLSTATE = "25006"
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -84,7 +86,9 @@ def is_unavailable(exc: BaseException) -> bool:
         if isinstance(seen, DBAPIError) and seen.connection_invalidated:
             return True
         sqlstate = getattr(seen, "sqlstate", None)
-        if isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES:
+        if isinstance(sqlstate, str) and (
+            sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or sqlstate == READ_ONLY_SQLSTATE
+        ):
             return True
         seen = getattr(seen, "orig", None) or seen.__cause__
     return False

@@ -192,3 +192,28 @@ def _redis_url() -> str:
     if not url:
         pytest.skip("TEST_REDIS_URL is not set")
     return url
+
+
+async def test_a_store_in_a_read_only_window_refuses_writes_as_unavailable(
+    settings: Settings, stores: Databases, tmp_path: Path
+) -> None:
+    """`db move`'s runbook may make a database read-only while it copies: writes are then
+    SERVICE_UNAVAILABLE (SQLSTATE 25006), reads go on."""
+    product = await create_product(stores.store("kg", "app"), name="Kg tea")
+    customer = await create_customer(stores, "kg")
+    url = make_url(settings.database_urls["KG_APP_DATABASE_URL"])
+    admin = await asyncpg.connect(asyncpg_dsn(url))
+    add = "mutation ($p: ID!) { addToCart(productId: $p) { itemCount } }"
+    try:
+        await admin.execute(
+            f'ALTER DATABASE "{url.database}" SET default_transaction_read_only = on'
+        )
+        async with served(make_settings(tmp_path, dict(settings.database_urls))) as (http, app):
+            token = app.tokens.issue(gid("User", "kg", customer.id), "kg", ["MEMBER"]).token
+            write = await gql(http, add, {"p": gid("Product", "kg", product.id)}, token=token)
+            read = await gql(http, CATALOG, headers={"X-Market": "kg"})
+        unavailable(write)
+        assert read["data"]["products"]["edges"] == [{"node": {"name": "Kg tea"}}]
+    finally:
+        await admin.execute(f'ALTER DATABASE "{url.database}" RESET default_transaction_read_only')
+        await admin.close()
