@@ -13,6 +13,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from marketgraph.erasure_command import audit, erase
 from marketgraph.move_command import move
 from marketgraph.settings import ROLES, ConfigError, Role, Settings
 
@@ -448,6 +449,10 @@ def check() -> None:
 @cli.group()
 def users() -> None:
     """User accounts."""
+
+
+users.add_command(erase)
+users.add_command(audit)
 
 
 @users.command()

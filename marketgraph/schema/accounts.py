@@ -15,7 +15,7 @@ from marketgraph import markets
 from marketgraph.context import Info
 from marketgraph.errors import DomainError, ErrorCode
 from marketgraph.ids import encode_id
-from marketgraph.resolvers import accounts
+from marketgraph.resolvers import accounts, erasure
 from marketgraph.resolvers.pagination import PageKey, check_first, decode_cursor
 from marketgraph.schema.cart import Cart
 from marketgraph.schema.common import Node, edges_of, page_info
@@ -258,6 +258,20 @@ class AccountMutations:
     async def update_preferences(self, info: Info, patch: JSON) -> User:
         row = await accounts.update_my_preferences(info.context, patch)
         return User.from_row(row, info.context.market)
+
+    @strawberry.mutation(
+        description="Erase the signed-in user's account: their profile, preferences, "
+        "credentials, sessions, cart, wallet and the API keys they created are deleted; "
+        "orders and wallet transactions stay for accounting under an anonymous id. Confirm "
+        "with `password` (email accounts) or a fresh `code` from requestLoginCode for the "
+        "account's phone; a wrong one erases nothing (UNAUTHENTICATED or INVALID_CODE, as "
+        "sign-in answers). Every token of the user is refused afterwards."
+    )
+    async def delete_account(
+        self, info: Info, password: str | None = None, code: str | None = None
+    ) -> bool:
+        await erasure.delete_my_account(info.context, password=password, code=code)
+        return True
 
     @strawberry.mutation(
         description="Admin: an API key for server-to-server calls, scoped to one market."

@@ -178,8 +178,10 @@ class WalletTransaction(AppBase):
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
-    wallet_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("wallets.id", ondelete="CASCADE"), index=True
+    # Null once the wallet is gone: an erased user's transactions are kept for accounting
+    # (resolvers/erasure.py). Deleting a wallet detaches its ledger, never deletes it.
+    wallet_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("wallets.id", ondelete="SET NULL"), index=True
     )
     user_id: Mapped[uuid.UUID]
     kind: Mapped[WalletTransactionKind] = mapped_column(
