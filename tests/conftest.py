@@ -13,7 +13,7 @@ import asyncio
 import functools
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,13 +112,20 @@ def data_dir() -> Iterator[Path]:
         yield Path(tmp)
 
 
-async def drop_databases(server: URL, settings: Settings) -> None:
+async def drop_databases(server: URL, names: Iterable[str | None]) -> None:
+    """Drop each database of `names` on `server` (forcing other sessions off), if it exists."""
     conn = await asyncpg.connect(asyncpg_dsn(server))
     try:
-        for url in {make_url(value).database for value in settings.database_urls.values()}:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{url}" WITH (FORCE)')
+        for name in names:
+            if name:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+def databases_of(settings: Settings) -> set[str | None]:
+    """The names of the databases `settings` places stores in."""
+    return {make_url(value).database for value in settings.database_urls.values()}
 
 
 @pytest.fixture(scope="session")
@@ -126,7 +133,7 @@ async def settings(postgres_url: URL, data_dir: Path) -> AsyncIterator[Settings]
     """Separate-databases mode, migrated to head once per session."""
     settings = await migrated_settings(postgres_url, "separate", data_dir)
     yield settings
-    await drop_databases(postgres_url, settings)
+    await drop_databases(postgres_url, databases_of(settings))
 
 
 @pytest.fixture(scope="session")
@@ -134,7 +141,7 @@ async def shared_settings(postgres_url: URL, data_dir: Path) -> AsyncIterator[Se
     """Single-DATABASE_URL mode (four schemas in one database), migrated to head once."""
     settings = await migrated_settings(postgres_url, "shared", data_dir)
     yield settings
-    await drop_databases(postgres_url, settings)
+    await drop_databases(postgres_url, databases_of(settings))
 
 
 @pytest.fixture(scope="session")

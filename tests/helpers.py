@@ -12,7 +12,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import click
 import httpx
+from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from sqlalchemy import func, select
@@ -306,3 +308,12 @@ async def served(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, S
             yield client, services
     finally:
         await services.close()
+
+
+async def run_command(command: click.Command, *args: str, **options: Any) -> Result:
+    """A CLI command run as from a terminal, in a worker thread (it runs its own event
+    loop); an exception other than its exit is raised here."""
+    result = await asyncio.to_thread(CliRunner().invoke, command, list(args), **options)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result

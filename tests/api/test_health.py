@@ -11,7 +11,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from pydantic import SecretStr
@@ -23,10 +22,16 @@ import marketgraph
 from marketgraph.breaker import DEFAULT_COOLDOWN
 from marketgraph.db import migrate
 from marketgraph.db.databases import Databases
-from marketgraph.db.embedded import EmbeddedPostgres, asyncpg_dsn, ensure_databases
+from marketgraph.db.embedded import EmbeddedPostgres, ensure_databases
 from marketgraph.db.topology import StoreKey, Topology
 from marketgraph.settings import Settings
-from tests.conftest import TEST_DB_PREFIX, make_settings, recreate_database, url_text
+from tests.conftest import (
+    TEST_DB_PREFIX,
+    drop_databases,
+    make_settings,
+    recreate_database,
+    url_text,
+)
 from tests.helpers import closed_port, served, silent_server
 
 STORES = {"kg.auth", "kg.app", "us.auth", "us.app"}
@@ -265,11 +270,7 @@ async def test_ready_is_503_naming_a_store_behind_head(
         assert health.json()["status"] == "healthy"
         assert detailed["stores"]["us.app"]["migration"] == {"current": None, "head": head}
     finally:
-        conn = await asyncpg.connect(asyncpg_dsn(postgres_url))
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await drop_databases(postgres_url, [name])
 
 
 class Cluster:

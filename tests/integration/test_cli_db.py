@@ -3,7 +3,6 @@ only; a store that cannot be reached or found is one line, not a traceback."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from sqlalchemy.engine import URL
 
 from marketgraph.cli import cli
@@ -19,8 +18,8 @@ from marketgraph.db import migrate
 from marketgraph.db.embedded import asyncpg_dsn
 from marketgraph.db.topology import Topology
 from marketgraph.settings import ROLES, Settings
-from tests.conftest import TEST_DB_PREFIX, recreate_database, url_text
-from tests.helpers import closed_port
+from tests.conftest import TEST_DB_PREFIX, drop_databases, recreate_database, url_text
+from tests.helpers import closed_port, run_command
 
 HEADS = {role: migrate.head_revision(role) for role in ROLES}
 STORES = ("kg.auth", "kg.app", "us.auth", "us.app")
@@ -59,20 +58,11 @@ async def fresh_env(
     try:
         yield Settings(data_dir=tmp_path)
     finally:
-        conn = await asyncpg.connect(asyncpg_dsn(postgres_url))
-        try:
-            for name in names:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await drop_databases(postgres_url, names)
 
 
 async def invoke(*args: str) -> Result:
-    """Run the CLI in a worker thread: its commands call asyncio.run themselves."""
-    result = await asyncio.to_thread(CliRunner().invoke, cli, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return await run_command(cli, *args)
 
 
 async def ok(*args: str) -> list[str]:
@@ -230,12 +220,7 @@ async def missing_env(
     try:
         yield names
     finally:
-        conn = await asyncpg.connect(asyncpg_dsn(postgres_url))
-        try:
-            for name in names:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await drop_databases(postgres_url, names)
 
 
 async def test_create_then_upgrade_is_the_whole_set_up(missing_env: list[str]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from sqlalchemy.engine import URL, make_url
 from starlette.applications import Starlette
 
@@ -41,7 +41,14 @@ from marketgraph.db.move import (
 from marketgraph.db.topology import StoreKey, Topology
 from marketgraph.move_command import move
 from marketgraph.settings import ROLES, Settings
-from tests.conftest import TEST_DB_PREFIX, build_app, databases_for, make_settings, url_text
+from tests.conftest import (
+    TEST_DB_PREFIX,
+    build_app,
+    databases_for,
+    drop_databases,
+    make_settings,
+    url_text,
+)
 from tests.factories import (
     add_cart_item,
     create_customer,
@@ -50,7 +57,7 @@ from tests.factories import (
     create_transaction,
     token_for,
 )
-from tests.helpers import data, gql, http_client
+from tests.helpers import data, gql, http_client, run_command
 
 MARKETS = ("kg", "us")
 STORES = tuple(StoreKey(m, r) for m in MARKETS for r in ROLES)
@@ -117,12 +124,7 @@ async def targets(postgres_url: URL) -> AsyncIterator[dict[str, str]]:
             for key, name in names.items()
         }
     finally:
-        conn = await asyncpg.connect(asyncpg_dsn(postgres_url))
-        try:
-            for name in names.values():
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await drop_databases(postgres_url, names.values())
 
 
 async def populate(stores: Databases, app: Starlette) -> dict[str, MarketRows]:
@@ -375,11 +377,7 @@ async def asyncpg_exec(url: URL, sql: str) -> None:
 
 
 async def invoke(*args: str) -> Result:
-    """Run the command in a worker thread: it calls asyncio.run itself."""
-    result = await asyncio.to_thread(CliRunner().invoke, move, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return await run_command(move, *args)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ are idempotent, and `db revision --autogenerate` writes an empty revision when n
 from __future__ import annotations
 
 import ast
-import asyncio
 import os
 import shutil
 import uuid
@@ -18,7 +17,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from click.testing import CliRunner, Result
+from click.testing import Result
 from sqlalchemy import NullPool
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -29,7 +28,8 @@ from marketgraph.db.embedded import asyncpg_dsn
 from marketgraph.db.models import metadata_for
 from marketgraph.db.topology import StoreLocation, Topology
 from marketgraph.settings import ROLES, Role, Settings
-from tests.conftest import TEST_DB_PREFIX, recreate_database, url_text
+from tests.conftest import TEST_DB_PREFIX, drop_databases, recreate_database, url_text
+from tests.helpers import run_command
 
 SCHEMAS = {"kg_auth", "kg_app", "us_auth", "us_app"}
 HEADS = {role: migrate.head_revision(role) for role in ROLES}
@@ -63,12 +63,7 @@ async def fresh(postgres_url: URL, tmp_path: Path) -> AsyncIterator[FreshDatabas
         return Settings(database_urls=urls, data_dir=tmp_path)
 
     yield make
-    conn = await asyncpg.connect(asyncpg_dsn(postgres_url))
-    try:
-        for name in created:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await drop_databases(postgres_url, created)
 
 
 def locations(settings: Settings) -> list[StoreLocation]:
@@ -245,11 +240,7 @@ def set_database_env(monkeypatch: pytest.MonkeyPatch, urls: dict[str, str], data
 
 
 async def invoke(*args: str) -> Result:
-    """Run the CLI in a worker thread: its commands call asyncio.run themselves."""
-    result = await asyncio.to_thread(CliRunner().invoke, cli, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return await run_command(cli, *args)
 
 
 async def test_db_upgrade_twice_with_only_database_url_changes_nothing(
