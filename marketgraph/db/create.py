@@ -48,10 +48,10 @@ def explain(location: StoreLocation, exc: BaseException) -> str | None:
     """The one line for a failure to reach or find `location`'s database, or None when the
     failure is something else (a bug, a bad migration): the store, its URL without the
     password, what went wrong and what to do."""
-    where = f"{location.key}: {plain_url(location.url)} ({location.source})"
+    where = _where(location)
     sqlstate = _sqlstate(exc)
     database = location.url.database
-    user = location.url.username or "(default user)"
+    user = _user(location)
     if sqlstate == "3D000":
         return f"{where}: database {database!r} does not exist; run `marketgraph db create`"
     if sqlstate == "3F000":
@@ -79,6 +79,15 @@ def explain(location: StoreLocation, exc: BaseException) -> str | None:
             f"is the host and port in {location.source} right?"
         )
     return None
+
+
+def _where(location: StoreLocation) -> str:
+    """How a message names a store: its key, URL without the password, and variable."""
+    return f"{location.key}: {plain_url(location.url)} ({location.source})"
+
+
+def _user(location: StoreLocation) -> str:
+    return location.url.username or "(default user)"
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -132,12 +141,11 @@ async def _create_database(location: StoreLocation, database: str) -> bool:
             # An identifier, not a value: quoted, with its own quotes doubled.
             await conn.execute(f'CREATE DATABASE "{database.replace(chr(34), chr(34) * 2)}"')
         except asyncpg.InsufficientPrivilegeError as exc:
-            user = location.url.username or "(default user)"
+            user = _user(location)
             raise StoreProblem(
-                f"{location.key}: {plain_url(location.url)} ({location.source}): user {user!r} "
-                f"may not create databases; have an administrator run CREATE DATABASE "
-                f'"{database}" OWNER "{user}" (or ALTER ROLE "{user}" CREATEDB), then run '
-                "`marketgraph db create` again"
+                f"{_where(location)}: user {user!r} may not create databases; have an "
+                f'administrator run CREATE DATABASE "{database}" OWNER "{user}" (or ALTER '
+                f'ROLE "{user}" CREATEDB), then run `marketgraph db create` again'
             ) from exc
         except asyncpg.DuplicateDatabaseError:
             return False  # created meanwhile by someone else
@@ -156,11 +164,11 @@ async def _create_schema(location: StoreLocation) -> bool:
         try:
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         except asyncpg.InsufficientPrivilegeError as exc:
-            user = location.url.username or "(default user)"
+            user = _user(location)
             raise StoreProblem(
-                f"{location.key}: {plain_url(location.url)} ({location.source}): user {user!r} "
-                f"may not create schema {schema!r}; have an administrator run GRANT CREATE ON "
-                f'DATABASE "{location.url.database}" TO "{user}"'
+                f"{_where(location)}: user {user!r} may not create schema {schema!r}; have "
+                f'an administrator run GRANT CREATE ON DATABASE "{location.url.database}" '
+                f'TO "{user}"'
             ) from exc
         return True
     finally:
