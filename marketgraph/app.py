@@ -72,6 +72,10 @@ class GraphQLView(GraphQL[RequestContext, None]):
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> RequestContext:
+        # A planned run that fell back authenticated the caller already: once per request.
+        known: RequestContext | None = request.scope.get("state", {}).get("context")
+        if known is not None:
+            return known
         return await request_context(request.scope, request.app.state.services)
 
     async def parse_http_body(self, request: _RequestAdapter) -> GraphQLRequestData:  # type: ignore[override]

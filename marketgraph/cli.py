@@ -415,6 +415,32 @@ def export(path: Path | None) -> None:
         click.echo(f"wrote {path}", err=True)
 
 
+@cli.group()
+def plan() -> None:
+    """The query planner."""
+
+
+@plan.command("explain")
+@click.argument("query")
+@click.option("--operation-name", default=None, help="The operation to plan, if several.")
+@click.option("--variables", default=None, help="The variables, as a JSON object.")
+@click.option("--market", default="kg", show_default=True, help="Whose schemas the SQL names.")
+def plan_explain(
+    query: str, operation_name: str | None, variables: str | None, market: str
+) -> None:
+    """Print what the planner does with QUERY ('-' reads standard input): its steps, the
+    statements per store, fused lookups, snapshot, and each statement's SQL — or why
+    Strawberry answers it instead. Runs nothing."""
+    import orjson
+
+    from marketgraph.planner.explain import explain
+    from marketgraph.schema import build_schema
+
+    text = sys.stdin.read() if query == "-" else query
+    values = orjson.loads(variables) if variables else None
+    click.echo(explain(build_schema(), text, operation_name, values, market), nl=False)
+
+
 @cli.command()
 @click.argument("phone")
 def whereis(phone: str) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TypeAlias
 import strawberry
 from starlette.types import Scope
 
+from marketgraph import policies
 from marketgraph.auth.authenticate import authenticate
 from marketgraph.auth.principal import Principal
 from marketgraph.db.databases import Databases, Store
@@ -105,11 +106,7 @@ class RequestContext:
     def reachable_market(self, code: str) -> Market | None:
         """Market `code` when the caller may read its data: the request's own market, or any
         for an admin user (an API key stays in its market); None otherwise, or if unknown."""
-        market = self.markets.get(code)
-        if market is None or market.code == self.market.code:
-            return market
-        reaches = self.principal is not None and self.principal.reaches_every_market
-        return market if reaches else None
+        return policies.reachable(self, code)
 
     def store_for(self, market: str, role: Role) -> Store:
         """A store of a market the caller may reach (`reachable_market`), else `NOT_FOUND`."""

@@ -101,6 +101,14 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.fallbacks = Counter(
+            "marketgraph_planner_fallbacks_total",
+            "Planned runs Strawberry re-ran, by reason: error (the request has a GraphQL error, "
+            "which Strawberry words with its path), a Fallback's reason (an Int out of range, a "
+            "missing row a non-null field needs), or the exception's class (a planner bug)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.refusals = Counter(
             "marketgraph_requests_refused_total",
             "Requests refused at the edge before any work: busy (load shed), headers, body "
@@ -141,6 +149,11 @@ class Metrics:
     def planner_outcome(self, outcome: str) -> None:
         """Count one GraphQL request by how it was served (one of PLANNER_OUTCOMES)."""
         self._outcomes[outcome].inc()
+
+    def planner_fallback(self, reason: str) -> None:
+        """Count one planned run that fell back to Strawberry, by reason."""
+        self.planner_outcome("fallback")
+        self.fallbacks.labels(reason).inc()
 
     def watch_pools(self, databases: Databases) -> None:
         self.registry.register(_PoolCollector(databases))

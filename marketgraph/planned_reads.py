@@ -24,7 +24,7 @@ from marketgraph.errors import DomainError, ServiceUnavailableError, is_unavaila
 from marketgraph.graphql_http import GraphQLParams, RequestRefused, request_params
 from marketgraph.metrics import Metrics
 from marketgraph.middleware import header, route_path
-from marketgraph.planner import Planner
+from marketgraph.planner import Fallback, Planner
 from marketgraph.services import Services
 
 log = structlog.get_logger(__name__)
@@ -83,6 +83,7 @@ class PlannedReads:
             context = await request_context(scope, services)
         except DomainError as exc:  # a refused credential, an unknown market, a store down
             return refusal_body(exc, request_id)
+        scope["state"]["context"] = context  # should Strawberry answer, it needs no other
         try:
             data = await self.planner.execute(prepared, context)
             answer = orjson.dumps({"data": data})
@@ -93,11 +94,28 @@ class PlannedReads:
                 self.metrics.planner_outcome("planned")
                 unavailable = exc if isinstance(exc, ServiceUnavailableError) else None
                 return refusal_body(unavailable or ServiceUnavailableError(), request_id)
-            log.debug("planned run fell back", reason=repr(exc))
-            self.metrics.planner_outcome("fallback")
+            self._fell_back(exc, params, request_id)
             return None
         self.metrics.planner_outcome("planned")
         return answer
+
+    def _fell_back(self, exc: Exception, params: GraphQLParams, request_id: str | None) -> None:
+        """Count a planned run Strawberry will re-run; log it when it was not an answer the
+        plan leaves Strawberry to word (a GraphQL error, a `Fallback`'s known reason)."""
+        if isinstance(exc, DomainError):
+            self.metrics.planner_fallback("error")
+            return
+        if isinstance(exc, Fallback):
+            self.metrics.planner_fallback(str(exc))
+            return
+        self.metrics.planner_fallback(type(exc).__name__)
+        log.warning(
+            "planned run failed; Strawberry answers",
+            request_id=request_id,
+            error=repr(exc),
+            query=params.query,
+            exc_info=exc,
+        )
 
     async def _compare(
         self,

@@ -27,8 +27,8 @@ from graphql.execution.values import get_variable_values
 from graphql.language import Visitor
 
 from marketgraph.context import RequestContext
-from marketgraph.planner.compile import CompileContext, NotPlannable, RootCompiler
-from marketgraph.planner.plan import ObjectPlan
+from marketgraph.planner.fields import CompileContext, NotPlannable
+from marketgraph.planner.roots import Operation, RootCompiler
 from marketgraph.planner.runtime import Fallback, Run
 from marketgraph.schema import Schema
 
@@ -42,11 +42,12 @@ class _Document:
     operation: OperationDefinitionNode | None
     fragments: dict[str, FragmentDefinitionNode]
     directive_variables: tuple[str, ...]
+    reason: str = ""  # why it is not planned
 
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    root: ObjectPlan
+    operation: Operation
     variables: Any  # graphql-core's coerced VariableValues
 
 
@@ -58,7 +59,7 @@ class Planner:
         self._checked = schema.documents  # parsed and validated once, shared with Strawberry
         self._maxsize = maxsize
         self._documents: OrderedDict[tuple[str, str | None], _Document] = OrderedDict()
-        self._plans: OrderedDict[tuple[Any, ...], ObjectPlan | None] = OrderedDict()
+        self._plans: OrderedDict[tuple[Any, ...], Operation | None] = OrderedDict()
 
     async def check(self, query: str) -> None:
         """Have `query` parsed and validated (off the event loop when it is new), so that
@@ -90,8 +91,9 @@ class Planner:
 
     async def execute(self, prepared: Prepared, ctx: RequestContext) -> dict[str, Any]:
         """The operation's `data`; raises when only Strawberry can answer exactly."""
-        async with Run(ctx, prepared.variables) as run:
-            built = await prepared.root.build(run, [None], ctx.market)
+        operation = prepared.operation
+        async with Run(ctx, prepared.variables, snapshot=operation.snapshot) as run:
+            built = await operation.root.build(run, [None], ctx.market)
         return built[0]
 
     def _document(self, query: str, operation_name: str | None) -> _Document:
@@ -104,31 +106,52 @@ class Planner:
         self._remember(self._documents, key, document)
         return document
 
+    def compile(
+        self, query: str, operation_name: str | None, variables: dict[str, Any] | None
+    ) -> tuple[Operation | None, str]:
+        """The operation's plan, or None and why Strawberry answers it (`plan explain`)."""
+        document = self._document(query, operation_name)
+        if document.operation is None:
+            return None, document.reason
+        coerced = get_variable_values(
+            self._schema, document.operation.variable_definitions or (), variables or {}
+        )
+        if isinstance(coerced, list):
+            return None, "the variables have errors: " + "; ".join(e.message for e in coerced)
+        values = {name: bool(coerced.coerced.get(name)) for name in document.directive_variables}
+        try:
+            return self._build(document, values), ""
+        except NotPlannable as exc:
+            return None, str(exc)
+
     def _parse(self, query: str, operation_name: str | None) -> _Document:
-        unplanned = _Document(None, {}, ())
         checked = self._checked.check(query)
         if checked.document is None or checked.errors:
-            return unplanned  # Strawberry answers the errors (from the same cache)
+            # Strawberry answers the errors (from the same cache).
+            return _Document(None, {}, (), "the document is not valid")
         try:
             operation = checked.operation(operation_name)
-        except GraphQLError:
-            return unplanned
+        except GraphQLError as exc:
+            return _Document(None, {}, (), exc.message)
         if operation.operation != OperationType.QUERY:
-            return unplanned
+            return _Document(None, {}, (), f"a {operation.operation.value} is not a read")
         ast: DocumentNode = checked.document
         fragments = {
             d.name.value: d for d in ast.definitions if isinstance(d, FragmentDefinitionNode)
         }
         return _Document(operation, fragments, _directive_variables(ast))
 
-    def _compile(self, document: _Document, directive_values: dict[str, bool]) -> ObjectPlan | None:
-        assert document.operation is not None
-        cc = CompileContext(self._schema, document.fragments, directive_values)
+    def _compile(self, document: _Document, directive_values: dict[str, bool]) -> Operation | None:
         try:
-            fields = cc.collect("Query", [document.operation.selection_set])
-            return RootCompiler(cc).query(fields)
+            return self._build(document, directive_values)
         except NotPlannable:
             return None
+
+    def _build(self, document: _Document, directive_values: dict[str, bool]) -> Operation:
+        assert document.operation is not None
+        cc = CompileContext(self._schema, document.fragments, directive_values)
+        fields = cc.collect("Query", [document.operation.selection_set])
+        return RootCompiler(cc).query(fields)
 
     def _remember(self, cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
         cache[key] = value

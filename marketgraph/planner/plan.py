@@ -93,6 +93,9 @@ class ObjectPlan:
             return self._builder(sources, market, *results)
         # A TaskGroup, not gather: when one child fails the others are cancelled and awaited,
         # so none is left running (holding a store connection) after the run has ended.
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(c(run, sources, market)) for c in self.children]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(c(run, sources, market)) for c in self.children]
+        except ExceptionGroup as failed:  # the first failure, as a sequential build raises it
+            raise failed.exceptions[0] from None
         return self._builder(sources, market, *(t.result() for t in tasks))

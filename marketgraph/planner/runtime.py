@@ -7,11 +7,18 @@ SQLAlchemy pool, so a request pays the driver's cost and not the ORM's. Each dat
 one connection per request (acquired on first use, released when the run ends);
 statements on different databases run concurrently, statements on one database take turns
 on its connection (a driver connection runs one statement at a time).
+
+A plan that reads one store with more than one statement runs on a `REPEATABLE READ READ
+ONLY` transaction per connection, so every read of a store within the request sees one
+snapshot (a plan of one statement per store is one snapshot by itself, and pays no
+BEGIN).
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,16 +35,25 @@ from marketgraph.metrics import record_statement
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's own signature
 
 
+# asyncpg decodes a nested `record[]` (a fused to-many lookup) only once the connection has
+# met the type as a result column: each connection is shown one when the planner first
+# takes it.
+_RECORD_ARRAY = "SELECT ARRAY(SELECT ROW(1))"
+_KNOW_RECORD_ARRAYS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 class Fallback(Exception):  # noqa: N818 - a signal, not an error: Strawberry takes over
     """The planned run cannot answer this request exactly; Strawberry's execution will."""
 
 
 @dataclass(slots=True)
 class CompiledStatement:
-    """A Core statement and its SQL text per store schema, with the order of its parameters."""
+    """A Core statement and its SQL text per store schema, with the order of its parameters
+    and the values of those the statement fixes itself (a `LIMIT 1`, say)."""
 
     statement: Select[Any]
     _sql: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
 
     def sql_for(self, schema: str) -> tuple[str, tuple[str, ...]]:
         compiled = self._sql.get(schema)
@@ -48,8 +64,13 @@ class CompiledStatement:
                 render_schema_translate=True,
             )
             compiled = (str(result), tuple(result.positiontup or ()))
+            self.fixed = {k: v for k, v in result.params.items() if v is not None}
             self._sql[schema] = compiled
         return compiled
+
+    def arguments(self, order: tuple[str, ...], params: dict[str, Any]) -> list[Any]:
+        fixed = self.fixed
+        return [params[n] if n in params else fixed[n] for n in order]
 
 
 @dataclass(slots=True)
@@ -57,15 +78,19 @@ class _Connection:
     handle: PoolProxiedConnection
     raw: Any  # asyncpg.Connection
     lock: asyncio.Lock
+    snapshot: Any = None  # the REPEATABLE READ transaction, when the plan needs one
     broken: bool = False
 
 
 class Run:
     """One planned request: its context and variables, and its database connections."""
 
-    def __init__(self, ctx: RequestContext, variables: Any) -> None:
+    def __init__(self, ctx: RequestContext, variables: Any, snapshot: bool = False) -> None:
         self.ctx = ctx
         self.variables = variables
+        self.snapshot = snapshot
+        self._once: dict[Hashable, asyncio.Future[Any]] = {}
+        self._dropped: set[int] = set()  # handles whose connection was terminated
         self._connections: dict[int, asyncio.Future[_Connection]] = {}
         self._handles: list[PoolProxiedConnection] = []  # every one taken, closed at the end
         # Sibling branches run concurrently only when they can reach different databases:
@@ -77,6 +102,15 @@ class Run:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for pending in self._connections.values():
+            if pending.done() and not pending.cancelled() and pending.exception() is None:
+                connection = pending.result()
+                if connection.snapshot is not None and not connection.broken:
+                    try:
+                        await connection.snapshot.rollback()  # read only: nothing to keep
+                    except Exception:
+                        connection.broken = True
+                        connection.raw.terminate()
         broken = {
             id(pending.result().handle)
             for pending in self._connections.values()
@@ -84,8 +118,14 @@ class Run:
             and not pending.cancelled()
             and pending.exception() is None
             and pending.result().broken
-        }
+        } | self._dropped
         for handle in self._handles:
+            # A snapshot interrupted before its rollback (a sibling's failure cancelled it)
+            # must not go back to the pool still open, read-only, for the next request.
+            raw = handle.driver_connection
+            if raw is not None and not raw.is_closed() and raw.is_in_transaction():
+                raw.terminate()
+                broken.add(id(handle))
             if id(handle) in broken:
                 # Tell the pool, so neither path gets this connection again.
                 await greenlets.call(handle.invalidate)
@@ -104,7 +144,15 @@ class Run:
                 # SQLAlchemy Connection around it would cost more than the statement.
                 handle = await greenlets.call(store.engine.sync_engine.raw_connection)
                 self._handles.append(handle)
-                pending.set_result(_Connection(handle, handle.driver_connection, asyncio.Lock()))
+                connection = _Connection(handle, handle.driver_connection, asyncio.Lock())
+                try:
+                    await self._prepare(connection)
+                except BaseException:
+                    # Interrupted half way (a BEGIN sent, its answer not read): not reusable.
+                    connection.raw.terminate()
+                    self._dropped.add(id(handle))
+                    raise
+                pending.set_result(connection)
             except BaseException as exc:
                 # The branches waiting for this connection share its failure; a cancelled
                 # creator (a sibling branch failed) cancels it, and nothing is left for
@@ -119,6 +167,35 @@ class Run:
         # branch that is still connecting (its set_result would fail and leak the connection).
         return await asyncio.shield(pending)
 
+    async def _prepare(self, connection: _Connection) -> None:
+        if connection.raw not in _KNOW_RECORD_ARRAYS:
+            await connection.raw.fetchval(_RECORD_ARRAY)
+            _KNOW_RECORD_ARRAYS.add(connection.raw)
+        if self.snapshot:
+            connection.snapshot = connection.raw.transaction(
+                isolation="repeatable_read", readonly=True
+            )
+            await connection.snapshot.start()
+
+    async def once(self, key: Hashable, fetch: Callable[[], Awaitable[Any]]) -> Any:
+        """`fetch()`'s result, computed once per key for the whole run: sibling fields that
+        share a statement wait for the first one's."""
+        pending = self._once.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        pending = self._once[key] = asyncio.get_running_loop().create_future()
+        try:
+            result = await fetch()
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                pending.cancel()
+            else:
+                pending.set_exception(exc)
+                pending.exception()  # retrieved: the waiters, if any, raise it themselves
+            raise
+        pending.set_result(result)
+        return result
+
     async def fetch(
         self, store: Store, statement: CompiledStatement, params: dict[str, Any]
     ) -> list[Any]:
@@ -128,8 +205,15 @@ class Run:
         record_statement(self.ctx.databases, str(store.key), sql)
         async with connection.lock:
             try:
-                rows: list[Any] = await connection.raw.fetch(sql, *(params[n] for n in order))
-            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+                rows: list[Any] = await connection.raw.fetch(
+                    sql, *statement.arguments(order, params)
+                )
+            except (
+                OSError,
+                asyncpg.InterfaceError,
+                asyncpg.PostgresConnectionError,
+                asyncio.CancelledError,
+            ):
                 # Lost, or timed out with its statement still running: dropped at once (the
                 # pool's own close would first wait for a server that may not answer).
                 connection.broken = True

@@ -13,19 +13,48 @@ from strawberry.scalars import JSON
 
 from marketgraph import markets
 from marketgraph.context import Info
-from marketgraph.errors import DomainError, ErrorCode
+from marketgraph.db.models.auth import User as UserRow
 from marketgraph.ids import encode_id
+from marketgraph.policies import owner_or_admin
+from marketgraph.reads.spec import Column, Converted, IdOf, MarketOf, TypeReads
 from marketgraph.resolvers import accounts, erasure
 from marketgraph.resolvers.pagination import PageKey, check_first, decode_cursor
-from marketgraph.schema.cart import Cart
+from marketgraph.schema.cart import USER_CART, Cart
 from marketgraph.schema.common import Node, edges_of, page_info
 from marketgraph.schema.markets import Market
-from marketgraph.schema.orders import Order, OrderConnection, OrderEdge
+from marketgraph.schema.orders import USER_ORDERS, Order, OrderConnection, OrderEdge
 from marketgraph.schema.wallet import (
+    USER_TRANSACTIONS,
+    USER_WALLET,
     Wallet,
     WalletTransaction,
     WalletTransactionConnection,
     WalletTransactionEdge,
+)
+
+USER_READS = TypeReads(
+    "User",
+    UserRow.__table__,  # type: ignore[arg-type]
+    "auth",
+    {
+        "id": IdOf("User"),
+        "market": MarketOf(),
+        "phone": Column("phone"),
+        "email": Column("email"),
+        "firstName": Column("first_name"),
+        "lastName": Column("last_name"),
+        "timezone": Column("timezone"),
+        "language": Column("language"),
+        "userType": Column("user_type"),
+        "preferences": Converted("preferences", accounts.readable_preferences),
+        "isActive": Column("is_active"),
+        "createdAt": Column("created_at"),
+        "lastLoginAt": Column("last_login_at"),
+        "cart": USER_CART,
+        "wallet": USER_WALLET,
+        "orders": USER_ORDERS,
+        "transactions": USER_TRANSACTIONS,
+    },
 )
 
 
@@ -99,9 +128,7 @@ class User(Node):
 
     def _check_reader(self, info: Info) -> None:
         """A user's business data is theirs and admins' only (an order's buyer, say)."""
-        ctx = info.context
-        if not ctx.is_admin and ctx.require_user() != self.user_id:
-            raise DomainError(ErrorCode.NOT_FOUND, "Not found")
+        owner_or_admin(info.context, self.user_id)
 
     @classmethod
     def from_row(cls, row: Row[Any], market: markets.Market) -> User:

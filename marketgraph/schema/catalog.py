@@ -9,12 +9,29 @@ from sqlalchemy import Row
 
 from marketgraph import markets
 from marketgraph.context import Info
+from marketgraph.db.models.app import Product as ProductRow
 from marketgraph.errors import DomainError, ErrorCode
 from marketgraph.ids import decode_id, encode_id
+from marketgraph.reads.spec import Column, IdOf, MarketOf, MoneyOf, TypeReads
 from marketgraph.resolvers import catalog
 from marketgraph.resolvers.pagination import check_first, decode_cursor
 from marketgraph.schema.common import Money, Node, PageInfo, edges_of, page_info
 from marketgraph.schema.markets import Market
+
+PRODUCT_READS = TypeReads(
+    "Product",
+    ProductRow.__table__,  # type: ignore[arg-type]
+    "app",
+    {
+        "id": IdOf("Product"),
+        "market": MarketOf(),
+        "sku": Column("sku"),
+        "name": Column("name"),
+        "description": Column("description"),
+        "price": MoneyOf(("price_minor",)),
+        "stock": Column("stock"),
+    },
+)
 
 
 @strawberry.type(description="A product of one market's catalog, priced in its currency.")

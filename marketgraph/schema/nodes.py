@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from marketgraph import policies
 from marketgraph.context import Info
 from marketgraph.errors import DomainError, ErrorCode
 from marketgraph.ids import decode_id
@@ -23,19 +24,19 @@ async def node(info: Info, gid: str) -> Node | None:
         return await order_by_id(info, gid)
     if parsed.type_name not in ("User", "WalletTransaction"):
         raise DomainError(ErrorCode.NOT_FOUND, "Not found")
-    viewer = None if ctx.is_admin else ctx.require_user()
-    market = ctx.reachable_market(parsed.market)
-    if market is None:
-        raise DomainError(ErrorCode.NOT_FOUND, "Not found")
+    policies.reader(ctx)  # anonymous callers are told to sign in, whatever the id
+    market = policies.reachable_market(ctx, parsed.market)
     loaders = ctx.loaders_for(market.code)
     if parsed.type_name == "User":
         row = await loaders.users_by_id.load(parsed.key)
-        if row is None or (viewer is not None and row.id != viewer):
+        if row is None:
             raise DomainError(ErrorCode.NOT_FOUND, "Not found")
+        policies.owner_or_admin(ctx, row.id)
         return User.from_row(row, market)
     row = await loaders.transactions_by_id.load(parsed.key)
-    if row is None or (viewer is not None and row.user_id != viewer):
+    if row is None:
         raise DomainError(ErrorCode.NOT_FOUND, "Not found")
+    policies.owner_or_admin(ctx, row.user_id)
     return WalletTransaction.from_row(row, market)
 
 

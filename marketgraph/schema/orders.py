@@ -4,22 +4,55 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import operator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from sqlalchemy import Row
 
-from marketgraph import markets
+from marketgraph import markets, policies
 from marketgraph.context import Info
 from marketgraph.db.models import app as models
 from marketgraph.errors import DomainError, ErrorCode
 from marketgraph.ids import decode_id, encode_id
+from marketgraph.policies import owner_or_admin
+from marketgraph.reads.spec import Column, IdOf, Lookup, MoneyOf, TypeReads
 from marketgraph.resolvers import orders
 from marketgraph.schema.catalog import Product
 from marketgraph.schema.common import Money, Node, PageInfo, present
 
 if TYPE_CHECKING:
     from marketgraph.schema.accounts import User
+
+
+ORDER_ITEM_READS = TypeReads(
+    "OrderItem",
+    models.OrderItem.__table__,  # type: ignore[arg-type]
+    "app",
+    {
+        "quantity": Column("quantity"),
+        "unitPrice": MoneyOf(("unit_price_minor",)),
+        "lineTotal": MoneyOf(("unit_price_minor", "quantity"), amount=operator.mul),
+        "product": Lookup("Product", key="product_id", by="id", required="product"),
+    },
+)
+
+ORDER_READS = TypeReads(
+    "Order",
+    models.Order.__table__,  # type: ignore[arg-type]
+    "app",
+    {
+        "id": IdOf("Order"),
+        "number": Column("number"),
+        "status": Column("status"),
+        "paymentMethod": Column("payment_method"),
+        "total": MoneyOf(("total_minor",)),
+        "createdAt": Column("created_at"),
+        "user": Lookup("User", key="user_id", by="id", required="user"),
+        "items": Lookup("OrderItem", key="id", by="order_id", many=True),
+    },
+)
+USER_ORDERS = Lookup("Order", key="id", by="user_id", page=True, policy=owner_or_admin)
 
 
 @strawberry.enum
@@ -114,13 +147,12 @@ async def order_by_id(info: Info, order_gid: str) -> Order:
     """The viewer's own order (any order for admins); anything else is `NOT_FOUND`."""
     ctx = info.context
     parsed = decode_id(order_gid, "Order")
-    viewer = None if ctx.is_admin else ctx.require_user()
-    market = ctx.reachable_market(parsed.market)
-    if market is None:
-        raise DomainError(ErrorCode.NOT_FOUND, "No such order")
+    policies.reader(ctx)  # anonymous callers are told to sign in, whatever the id
+    market = policies.reachable_market(ctx, parsed.market, "No such order")
     row = await ctx.loaders_for(market.code).orders_by_id.load(parsed.key)
-    if row is None or (viewer is not None and row.user_id != viewer):
+    if row is None:
         raise DomainError(ErrorCode.NOT_FOUND, "No such order")
+    policies.owner_or_admin(ctx, row.user_id, "No such order")
     return Order.from_row(row, market)
 
 

@@ -12,12 +12,47 @@ from sqlalchemy import Row
 
 from marketgraph import markets
 from marketgraph.context import Info
+from marketgraph.db.models.app import Wallet as WalletRow
+from marketgraph.db.models.app import WalletTransaction as TransactionRow
 from marketgraph.ids import encode_id
+from marketgraph.policies import owner_or_admin
+from marketgraph.reads.spec import Column, IdOf, Lookup, MoneyOf, TypeReads
 from marketgraph.resolvers import wallet
 from marketgraph.schema.common import Money, Node, PageInfo
 
 if TYPE_CHECKING:
     from marketgraph.schema.orders import Order
+
+
+def empty_wallet(user_id: uuid.UUID) -> dict[str, Any]:
+    """The stand-in of a wallet that was never made: a zero balance."""
+    return {"id": user_id, "user_id": user_id, "balance_minor": 0}
+
+
+WALLET_READS = TypeReads(
+    "Wallet",
+    WalletRow.__table__,  # type: ignore[arg-type]
+    "app",
+    {"balance": MoneyOf(("balance_minor",))},
+)
+USER_WALLET = Lookup("Wallet", key="id", by="user_id", stand_in=empty_wallet, policy=owner_or_admin)
+
+TRANSACTION_READS = TypeReads(
+    "WalletTransaction",
+    TransactionRow.__table__,  # type: ignore[arg-type]
+    "app",
+    {
+        "id": IdOf("WalletTransaction"),
+        "kind": Column("kind"),
+        "amount": MoneyOf(("amount_minor",)),
+        "externalId": Column("external_id"),
+        "createdAt": Column("created_at"),
+        "order": Lookup("Order", key="order_id", by="id"),
+    },
+)
+USER_TRANSACTIONS = Lookup(
+    "WalletTransaction", key="id", by="user_id", page=True, policy=owner_or_admin
+)
 
 
 @strawberry.enum

@@ -509,7 +509,7 @@ def test_plans_are_keyed_without_variable_values() -> None:
     a = planner.prepare(query, None, {"id": "a", "first": 1})
     b = planner.prepare(query, None, {"id": "b", "first": 2})
     assert a is not None and b is not None
-    assert a.root is b.root  # one plan for the document...
+    assert a.operation is b.operation  # one plan for the document...
     assert len(planner._plans) == 1
     assert a.variables.coerced == {"id": "a", "first": 1}  # ...each request its own values
     assert b.variables.coerced == {"id": "b", "first": 2}
@@ -517,8 +517,8 @@ def test_plans_are_keyed_without_variable_values() -> None:
     shaped = "query ($a: Boolean!) { viewer { id @include(if: $a) email } }"
     yes = planner.prepare(shaped, None, {"a": True})
     no = planner.prepare(shaped, None, {"a": False})
-    assert yes is not None and no is not None and yes.root is not no.root
-    assert planner.prepare(shaped, None, {"a": True}).root is yes.root  # type: ignore[union-attr]
+    assert yes is not None and no is not None and yes.operation is not no.operation
+    assert planner.prepare(shaped, None, {"a": True}).operation is yes.operation  # type: ignore[union-attr]
 
 
 async def test_the_same_document_with_other_variables_answers_for_them(
