@@ -6,6 +6,13 @@ read exactly the same rows: users with carts of 0–5 items, orders (one cancell
 by wallet), wallet transactions of every kind (TOP_UP with an external id, PAYMENT and
 REFUND linked to orders), nested preferences, an admin per market, Cyrillic product names,
 a product out of stock, null and non-null descriptions.
+
+Every kind of caller the API knows is here, in both markets — anonymous, a member, an
+admin user and an API key — because each sees a different share of the same rows: a member
+its own cart and orders, an admin user every market's, an API key (admin, no user) only
+its own market's. Every document is sent as each of them, with ids of both markets, so
+each caller reads its own market's data and asks for the other market's (which only an
+admin user may read; the others are refused or see null).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import pytest
 from sqlalchemy import insert, select, update
 from starlette.applications import Starlette
 
+from marketgraph.auth import api_keys
 from marketgraph.db.databases import Databases
 from marketgraph.db.models.app import (
     Cart,
@@ -47,8 +55,18 @@ from tests.factories import (
 from tests.helpers import http_client
 
 MARKETS = ("kg", "us")
-# Callers: anonymous with X-Market kg / us, a member of kg / us (token), an admin of kg.
-CALLERS = ("anon-kg", "anon-us", "member-kg", "member-us", "admin-kg")
+# Callers: anonymous with X-Market kg / us, and a member (token), an admin user (token with
+# the admin role) and an API key (`Authorization: ApiKey mg_<market>_...`) of kg and of us.
+CALLERS = (
+    "anon-kg",
+    "anon-us",
+    "member-kg",
+    "member-us",
+    "admin-kg",
+    "admin-us",
+    "apikey-kg",
+    "apikey-us",
+)
 
 PRODUCTS = {
     "kg": [
@@ -86,6 +104,7 @@ class Seeded:
     cursors: list[str] = field(default_factory=list)
     members: dict[str, Any] = field(default_factory=dict)  # market -> the member caller's row
     admins: dict[str, Any] = field(default_factory=dict)  # market -> the admin's row
+    api_keys: dict[str, str] = field(default_factory=dict)  # market -> a live key (secret)
 
     def add(self, type_name: str, market: str, key: uuid.UUID) -> str:
         value = gid(type_name, market, key)
@@ -159,6 +178,11 @@ async def seed(stores: Databases) -> Seeded:
         )
         seeded.admins[market] = admin
         seeded.add("User", market, admin.id)
+        # Written by the function `createApiKey` calls (the key is shown only once).
+        created = await api_keys.create(
+            stores.store(market, "auth"), f"differential {market}", created_by=admin.id
+        )
+        seeded.api_keys[market] = created.key
         seeded.phones.setdefault(market, []).append(admin.phone)
         for n in range(6):
             user = await create_customer(
@@ -282,16 +306,19 @@ def outcome(app: Starlette, name: str) -> float:
 
 
 def caller_headers(app: Starlette, seeded: Seeded) -> dict[str, dict[str, str]]:
+    """The headers of each of `CALLERS`: what a client of that kind sends."""
+
     def bearer(market: str, user: Any, admin: bool = False) -> dict[str, str]:
         return {"Authorization": f"Bearer {token_for(app, market, user, admin=admin)}"}
 
-    return {
-        "anon-kg": {"X-Market": "kg"},
-        "anon-us": {"X-Market": "us"},
-        "member-kg": bearer("kg", seeded.members["kg"]),
-        "member-us": bearer("us", seeded.members["us"]),
-        "admin-kg": bearer("kg", seeded.admins["kg"], admin=True),
-    }
+    headers: dict[str, dict[str, str]] = {}
+    for market in MARKETS:
+        headers[f"anon-{market}"] = {"X-Market": market}
+        headers[f"member-{market}"] = bearer(market, seeded.members[market])
+        headers[f"admin-{market}"] = bearer(market, seeded.admins[market], admin=True)
+        headers[f"apikey-{market}"] = {"Authorization": f"ApiKey {seeded.api_keys[market]}"}
+    assert set(headers) == set(CALLERS)
+    return headers
 
 
 @pytest.fixture

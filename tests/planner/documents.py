@@ -1,16 +1,14 @@
-"""The read documents the differential test sends through both paths.
+"""The documents written for the planner, and the shapes every differential document takes.
 
-`SUITE` holds every read document the rest of the test suite sends (collected from
-tests/api, tests/concurrency and tests/helpers.py), each with the
-variable sets those tests use — ids replaced by `Ref`s to the differential data set, and
-the odd values (bad ids, bad cursors, out-of-range `first`) kept as they are. `HAND`
-holds documents written for the planner: aliases, `__typename` everywhere, fragments and
-inline fragments, @skip/@include, field merging, nested connections and paging, every
+`HAND` holds documents written for the planner: aliases, `__typename` everywhere, fragments
+and inline fragments, @skip/@include, field merging, nested connections and paging, every
 Node type by id (and ids of other markets, other types and none), `first` at and past its
-bounds, search prefixes, preferences filters and the admin roots.
+bounds, search prefixes, preferences filters and the admin roots. The read documents of
+the rest of the suite are not copied here — a copy goes stale — but collected from the
+tests' source by `tests/planner/corpus.py`.
 
-A `Doc` with `page` set is sent again with `after` = the `endCursor` found at that path
-of its first answer (the planner-off answer), so real cursors are paged with.
+A `Doc` with `page` set is sent again with its `cursor_variable` = the `endCursor` found
+at that path of its first answer (the planner-off answer), so real cursors are paged with.
 """
 
 from __future__ import annotations
@@ -35,12 +33,16 @@ class Ref:
 
 @dataclass(frozen=True)
 class Doc:
+    """One document and the requests made of it: one per variable set, each as every
+    caller."""
+
     name: str
     query: str
     variables: tuple[Mapping[str, Any] | None, ...] = (None,)  # one request per variable set
     operation_name: str | None = None
     page: tuple[str, ...] | None = None  # data path to a connection: page on with its endCursor
     get: bool = False  # sent as GET ?query=&variables= instead of a JSON POST
+    cursor_variable: str = "after"  # the variable `page` sends the endCursor in
 
 
 # Ids that are well-formed but name nothing the server serves, and ids that are not ids.
@@ -53,280 +55,6 @@ MISSING_ORDER = encode_id("Order", "kg", _KEY)
 MISSING_USER = encode_id("User", "kg", _KEY)
 MISSING_TX = encode_id("WalletTransaction", "us", _KEY)
 BAD_IDS = ("garbage", "", str(_KEY), "VXNlcjprZzo", "bogus")
-
-# --- documents of the test suite ---------------------------------------------------------------
-
-SUITE: list[Doc] = [
-    Doc(  # tests/helpers.py VIEWER (login, profile, sessions, api keys, preferences tests)
-        "suite.viewer",
-        "{ viewer { id phone email userType preferences timezone market { code } } }",
-    ),
-    Doc(  # tests/api/test_admin.py STATS
-        "suite.admin.stats",
-        """
-{
-  marketStats {
-    market { code }
-    users orders
-    revenue { amountMinor currency formatted }
-    walletBalances { amountMinor currency }
-  }
-}
-""",
-    ),
-    Doc(  # tests/api/test_admin.py BY_PHONE
-        "suite.admin.by_phone",
-        "query ($phone: String!) { userByPhone(phone: $phone) { id phone market { code } } }",
-        (
-            {"phone": Ref("phone.kg", 1)},
-            {"phone": Ref("phone.us", 2)},
-            {"phone": "+1 (201) 555-0123"},
-            {"phone": "+12015550123"},
-            {"phone": "+16045550123"},
-            {"phone": "+996700123456"},
-            {"phone": "12"},
-        ),
-    ),
-    Doc(  # tests/api/test_admin.py USERS
-        "suite.admin.users",
-        """
-query ($market: ID!, $first: Int, $after: String, $preferences: JSON) {
-  users(market: $market, first: $first, after: $after, preferences: $preferences) {
-    edges { cursor node { id phone preferences market { code } } }
-    pageInfo { hasNextPage endCursor }
-  }
-}
-""",
-        (
-            {"market": "kg"},
-            {"market": "kg", "preferences": [1]},
-            {"market": "kg", "preferences": None},
-            {"market": "kg", "preferences": {"notifications": {"sms": True, "email": True}}},
-            {"market": "kg", "preferences": {"notifications": {"sms": True}}},
-            {"market": "kg", "preferences": {"theme": "dark"}},
-            {"market": "kg", "preferences": {"theme": "light"}},
-            {"market": "kg", "preferences": {}},
-            {"market": "us", "first": -1},
-            {"market": "us", "first": 101},
-            {"market": "us", "first": 3},
-            {"market": "us", "preferences": {"notifications": {"sms": True}}},
-            {"market": "zz"},
-        ),
-        page=("users",),
-    ),
-    Doc(  # tests/api/test_cart.py CART_FIELDS (read through viewer)
-        "suite.cart",
-        "{ viewer { cart { id itemCount subtotal { amountMinor currency formatted } "
-        "items { id quantity lineTotal { amountMinor } product { id name price { amountMinor } } } "
-        "} } }",
-        ({},),
-    ),
-    Doc(  # tests/api/test_catalog.py PRODUCTS
-        "suite.catalog.products",
-        """
-query ($market: ID, $first: Int, $after: String, $search: String) {
-  products(market: $market, first: $first, after: $after, search: $search) {
-    edges {
-      cursor
-      node { id sku name stock market { code } price { amountMinor currency formatted } }
-    }
-    pageInfo { hasNextPage endCursor }
-  }
-}
-""",
-        (
-            {},
-            {"market": "kg"},
-            {"market": "kg", "after": "not a cursor"},
-            {"market": "kg", "first": -1},
-            {"market": "kg", "first": 0},
-            {"market": "kg", "first": 1000},
-            {"market": "kg", "first": 100},
-            {"market": "kg", "first": 101},
-            {"market": "kg", "first": 2},
-            {"market": "kg", "first": 5},
-            {"market": "kg", "search": "KGX"},
-            {"market": "kg", "search": "TEA"},
-            {"market": "kg", "search": "TEA-00"},
-            {"market": "kg", "search": "tea-0012"},
-            {"market": "kg", "search": "tea-001"},
-            {"market": "kg", "search": "green"},
-            {"market": "kg", "search": "ЧАЙ"},
-            {"market": "kg", "search": "зел"},
-            {"market": "kg", "search": "коф"},
-            {"market": "kg", "search": "чай чёр"},
-            {"market": "kg", "search": "чай"},
-            {"market": "us", "search": "пря"},
-            {"market": "us", "search": "green t"},
-            {"market": "kg", "search": ""},
-            {"market": "us", "search": "  ", "first": 2},
-            {"market": "kg", "search": "!!"},
-            {"market": "zz"},
-        ),
-        page=("products",),
-    ),
-    Doc(  # tests/api/test_catalog.py product by id
-        "suite.catalog.product",
-        "query ($id: ID!) { product(id: $id) { id name market { code } price { currency } } }",
-        (
-            {"id": Ref("Product.kg", 0)},
-            {"id": Ref("Product.us", 4)},
-            {"id": Ref("Order.kg", 0)},
-            {"id": MISSING_PRODUCT},
-            {"id": "garbage"},
-        ),
-    ),
-    Doc(  # tests/api/test_cross_market.py NODE
-        "suite.cross_market.node",
-        "query ($id: ID!) { node(id: $id) { __typename id } }",
-        (
-            {"id": Ref("User.kg", 1)},
-            {"id": Ref("User.us", 1)},
-            {"id": Ref("Order.kg", 0)},
-            {"id": Ref("Order.us", 0)},
-            {"id": Ref("Product.kg", 2)},
-            {"id": Ref("WalletTransaction.kg", 0)},
-            {"id": Ref("Cart.kg", 1)},
-            {"id": Ref("CartItem.kg", 0)},
-            {"id": SPACESHIP},
-            {"id": ZZ_ORDER},
-            *({"id": bad} for bad in BAD_IDS),
-        ),
-    ),
-    Doc(  # tests/api/test_cross_market.py ORDER
-        "suite.cross_market.order",
-        "query ($id: ID!) { order(id: $id) { id number } }",
-        (
-            {"id": Ref("Order.kg", 0)},
-            {"id": Ref("Order.kg", 4)},
-            {"id": Ref("Order.us", 0)},
-            {"id": ZZ_ORDER},
-            {"id": MISSING_ORDER},
-            *({"id": bad} for bad in BAD_IDS),
-        ),
-    ),
-    Doc(  # tests/api/test_cross_market.py PRODUCTS
-        "suite.cross_market.products",
-        "query ($m: ID) { products(market: $m) { edges { node { id name market { code } } } } }",
-        ({}, {"m": "kg"}, {"m": "us"}),
-    ),
-    Doc(  # tests/api/test_markets.py, tests/api/test_serve.py
-        "suite.markets",
-        "{ markets { code name currency currencySymbol language phoneRegions } }",
-    ),
-    Doc(
-        "suite.markets.serve",
-        "{ markets { code currency currencySymbol language phoneRegions } }",
-    ),
-    Doc(
-        "suite.markets.by_code",
-        '{ us: market(code: "US") { code language } zz: market(code: "zz") { code } }',
-    ),
-    Doc("suite.markets.viewer_id", "{ viewer { id } }"),
-    Doc("suite.markets.codes", "{ markets { code } }"),
-    Doc("suite.metrics.products5", "{ products(first: 5) { edges { cursor } } }"),
-    Doc("suite.metrics.products500", "{ products(first: 500) { edges { cursor } } }"),
-    Doc(  # tests/api/test_orders.py VIEWER_ORDERS
-        "suite.orders.viewer_orders",
-        """
-query ($first: Int, $after: String) {
-  viewer {
-    cart { itemCount }
-    wallet { balance { amountMinor } }
-    orders(first: $first, after: $after) {
-      edges { cursor node { id number status } }
-      pageInfo { hasNextPage endCursor }
-    }
-  }
-}
-""",
-        ({}, {"first": 2}, {"first": 101}, {"first": 2, "after": "AaIKEeExfM-ySTe_H81N6w"}),
-        page=("viewer", "orders"),
-    ),
-    Doc(
-        "suite.orders.cart_items",
-        "{ viewer { cart { items { id product { id } } } } }",
-        ({},),
-    ),
-    Doc(  # tests/api/test_orders.py ORDER
-        "suite.orders.order",
-        """
-query ($id: ID!) {
-  order(id: $id) {
-    id number status paymentMethod createdAt
-    total { amountMinor currency formatted }
-    items { quantity unitPrice { amountMinor } lineTotal { amountMinor } product { id name } }
-    user { id }
-  }
-}
-""",
-        (
-            {"id": Ref("Order.kg", 0)},
-            {"id": Ref("Order.kg", 1)},
-            {"id": Ref("Order.kg", 5)},
-            {"id": Ref("Order.us", 2)},
-            {"id": "bogus"},
-        ),
-    ),
-    Doc(
-        "suite.orders.node",
-        "query ($id: ID!) { node(id: $id) { __typename id ... on Order { number status } } }",
-        ({"id": Ref("Order.kg", 0)}, {"id": Ref("Order.kg", 3)}, {"id": Ref("Order.us", 1)}),
-    ),
-    Doc(  # tests/api/test_statement_counts.py USERS
-        "suite.statement_counts.users",
-        """
-query ($first: Int) {
-  users(market: "kg", first: $first) {
-    edges { node {
-      id phone
-      cart { items { quantity product { name } } }
-      wallet { balance { amountMinor } }
-      transactions(first: 5) { edges { node { amount { amountMinor } } } }
-    } }
-  }
-}
-""",
-        ({"first": 10}, {"first": 50}),
-    ),
-    Doc(  # tests/api/test_statement_counts.py VIEWER_ORDERS
-        "suite.statement_counts.viewer_orders",
-        "query ($first: Int) { viewer { orders(first: $first) "
-        "{ edges { node { number items { product { name } } } } } } }",
-        ({"first": 10},),
-    ),
-    Doc(
-        "suite.statement_counts.wallet",
-        "{ viewer { wallet { balance { amountMinor } } } }",
-    ),
-    Doc(  # tests/api/test_wallet.py WALLET
-        "suite.wallet.wallet",
-        """
-query ($first: Int, $after: String) {
-  viewer {
-    wallet { balance { amountMinor currency formatted } }
-    transactions(first: $first, after: $after) {
-      edges { cursor node { id kind amount { amountMinor } externalId } }
-      pageInfo { hasNextPage endCursor }
-    }
-  }
-}
-""",
-        ({"first": 2}, {"first": 0}, {"first": -1}, {"first": 101}, {"first": 2, "after": "x"}),
-        page=("viewer", "transactions"),
-    ),
-    Doc(  # tests/api/test_wallet.py NODE
-        "suite.wallet.node",
-        "query ($id: ID!) { node(id: $id) { __typename id "
-        "... on WalletTransaction { kind amount { amountMinor } } } }",
-        (
-            {"id": Ref("WalletTransaction.kg", 0)},
-            {"id": Ref("WalletTransaction.kg", 3)},
-            {"id": Ref("WalletTransaction.us", 2)},
-            {"id": MISSING_TX},
-        ),
-    ),
-]
 
 # --- documents written for the planner ---------------------------------------------------------
 
@@ -794,5 +522,3 @@ query Other { markets { code } }
     ),
     Doc("hand.invalid.no_operation", "query A { markets { code } } query B { viewer { id } }"),
 ]
-
-DOCUMENTS: list[Doc] = [*SUITE, *HAND]

@@ -6,12 +6,16 @@ same X-Request-ID, so even error answers can be compared as bytes — for each d
 caller; status codes and response bodies must be identical. A planner that disagrees is a
 failing test: the document, the caller, the variables and both bodies are printed.
 
-The documents are (a) `tests/planner/documents.py`: every read document of the test suite
-and hand-written ones, each sent as anonymous (X-Market kg and us), as a member of kg and
-of us, and as an admin of kg (documents with a `page` path are sent again with the
+The callers are every kind the API knows, of both markets: anonymous (X-Market kg, us), a
+member, an admin user and an API key of kg and of us (`CALLERS`). The documents are
+(a) every read document the rest of the test suite sends, collected from its source by
+`tests/planner/corpus.py` (no hand-kept copy to go stale) with variables drawn from the
+data set by type and argument, and the hand-written ones of `tests/planner/documents.py`,
+each sent as every caller (documents with a `page` path are sent again with the
 `endCursor` of their first answer); and (b) documents generated from the read side of the
 schema (every root field of Query) by hypothesis-graphql, each sent as the admin of kg and
-one drawn other caller.
+one drawn other caller (every caller for several hundred documents would multiply the
+test's time for little: the drawn caller still covers each kind about 50 times).
 
 Generating: hypothesis-graphql's `queries(schema, custom_scalars=..., print_ast=...)`
 draws whole documents (nested selections, inline fragments on `node`, arguments); it can
@@ -27,6 +31,9 @@ the documents' shapes and which seeded row each argument picks do not.
 
 The planner must actually serve: the `planned` outcome of /metrics is read around each
 request, and a floor is asserted on the share of error-free answers the planner served.
+And every caller must have been answered, with ids of both markets among its answers — a
+caller whose credentials stopped working would otherwise turn its share of the test into
+a comparison of two UNAUTHENTICATED errors.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,11 +52,13 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis_graphql import queries
 
+from marketgraph.errors import DomainError
 from marketgraph.ids import decode_id
 from marketgraph.resolvers.pagination import encode_cursor
 from marketgraph.schema import build_schema
-from tests.planner.conftest import CALLERS, Pair, Seeded, outcome
-from tests.planner.documents import BAD_IDS, DOCUMENTS, HAND, SPACESHIP, ZZ_ORDER, Doc, Ref
+from tests.planner import corpus
+from tests.planner.conftest import CALLERS, MARKETS, Pair, Seeded, outcome
+from tests.planner.documents import BAD_IDS, HAND, SPACESHIP, ZZ_ORDER, Doc, Ref
 
 REQUEST_ID = "differential-0001"
 GENERATED_EXAMPLES = 500
@@ -73,7 +82,8 @@ def resolve(value: Any, seeded: Seeded) -> Any:
 
 @dataclass
 class Tally:
-    """What was compared: requests, how many the planner served, and every disagreement."""
+    """What was compared: requests, how many the planner served, and every disagreement;
+    per caller, how many error-free answers it got and which markets' ids they held."""
 
     requests: int = 0
     documents: set[str] = field(default_factory=set)
@@ -82,9 +92,47 @@ class Tally:
     unplanned_answers: list[str] = field(default_factory=list)
     error_codes: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    answered_by: Counter[str] = field(default_factory=Counter)
+    markets_seen: dict[str, set[str]] = field(default_factory=dict)
 
     def planned_share(self) -> float:
         return self.planned / self.answered if self.answered else 0.0
+
+    def saw(self, caller: str, body: Any) -> None:
+        """Record an error-free answer of `caller` and the markets of the ids in it."""
+        self.answered_by[caller] += 1
+        self.markets_seen.setdefault(caller, set()).update(markets_of_ids(body))
+
+
+def markets_of_ids(value: Any) -> Iterator[str]:
+    """The market of every global id (an `id` field) in a decoded answer."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "id" and isinstance(item, str):
+                yield from market_of(item)
+            else:
+                yield from markets_of_ids(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from markets_of_ids(item)
+
+
+def market_of(value: str) -> Iterator[str]:
+    """The market of a global id; nothing for an `id` value that is not one."""
+    try:
+        yield decode_id(value).market
+    except DomainError:
+        return
+
+
+def json_body(payload: Mapping[str, Any]) -> bytes:
+    """The JSON body httpx's `json=` would send (UTF-8, compact), or, when a value holds a
+    lone surrogate that UTF-8 cannot carry (the suite sends one), the same JSON with
+    non-ASCII escaped, as that test sends it."""
+    try:
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        return json.dumps(payload, separators=(",", ":")).encode()
 
 
 async def send(
@@ -108,7 +156,11 @@ async def send(
         payload["variables"] = variables
     if operation_name is not None:
         payload["operationName"] = operation_name
-    return await client.post("/graphql", json=payload, headers=sent)
+    return await client.post(
+        "/graphql",
+        content=json_body(payload),
+        headers={**sent, "Content-Type": "application/json"},
+    )
 
 
 async def compare(
@@ -142,6 +194,7 @@ async def compare(
         return None
     if isinstance(body, dict) and "errors" not in body and off.status_code == 200:
         tally.answered += 1
+        tally.saw(caller, body)
         if planned:
             tally.planned += 1
         else:
@@ -185,10 +238,18 @@ def end_cursor(body: Any, path: tuple[str, ...]) -> str | None:
     return cursor if isinstance(cursor, str) else None
 
 
-async def compare_document(pair: Pair, tally: Tally, seeded: Seeded, doc: Doc) -> None:
+async def compare_document(
+    pair: Pair,
+    tally: Tally,
+    seeded: Seeded,
+    doc: Doc,
+    callers: Sequence[str] = CALLERS,
+) -> None:
+    """Every variable set of `doc` as each of `callers` (and, for a `page` document, its
+    next page after the first answer's `endCursor`)."""
     for variables in doc.variables:
         resolved = resolve(variables, seeded) if variables is not None else None
-        for caller in CALLERS:
+        for caller in callers:
             body = await compare(
                 pair, tally, doc.name, caller, doc.query, resolved, doc.operation_name, doc.get
             )
@@ -202,7 +263,7 @@ async def compare_document(pair: Pair, tally: Tally, seeded: Seeded, doc: Doc) -
                     f"{doc.name} (page 2)",
                     caller,
                     doc.query,
-                    {**(resolved or {}), "after": cursor},
+                    {**(resolved or {}), doc.cursor_variable: cursor},
                     doc.operation_name,
                     doc.get,
                 )
@@ -213,8 +274,20 @@ def report(tally: Tally, what: str) -> str:
         f"{what}: {len(tally.documents)} documents, {tally.requests} requests compared; "
         f"{tally.answered} error-free answers, {tally.planned} planned "
         f"({tally.planned_share():.0%} of error-free answers); "
-        f"errors answered: {dict(tally.error_codes.most_common())}"
+        f"errors answered: {dict(tally.error_codes.most_common())}; "
+        f"error-free answers by caller: {dict(sorted(tally.answered_by.items()))}"
     )
+
+
+def assert_every_caller_served(tally: Tally, callers: Sequence[str] = CALLERS) -> None:
+    """Each caller got error-free answers holding ids of both markets: its own data and
+    the other market's (the catalog is public), so none of them only compared errors."""
+    for caller in callers:
+        assert tally.answered_by[caller] >= 20, (caller, dict(tally.answered_by))
+        assert tally.markets_seen.get(caller, set()) >= set(MARKETS), (
+            caller,
+            tally.markets_seen.get(caller),
+        )
 
 
 def assert_agree(tally: Tally) -> None:
@@ -227,39 +300,86 @@ def assert_agree(tally: Tally) -> None:
         )
 
 
+def test_the_suite_corpus_is_collected() -> None:
+    """The collector finds the suite's read documents however they are spelled — a
+    module constant (tests/helpers.py), an f-string of constants, a JSON body in bytes —
+    with ids of the data set and the literal variables tests send (through a module
+    constant, or a helper called with a test's local), and no mutation."""
+    collected = corpus.collect()
+    assert collected.valid >= corpus.MINIMUM_DOCUMENTS, collected.describe()
+
+    def find(source: str, text: str) -> Doc:
+        return next(
+            doc
+            for doc in collected.docs
+            if doc.name.startswith(f"suite.{source}:") and text in " ".join(doc.query.split())
+        )
+
+    find("helpers.py", "{ viewer { id phone email userType preferences timezone market")
+    order = find("api/test_orders.py", "query ($id: ID!) { order(id: $id) { id number status")
+    assert Ref("Order.us", 1) in [variables["id"] for variables in order.variables if variables]
+    # A JSON body in bytes whose search literal holds a NUL (JSON's \u0000, decoded).
+    find("abuse/test_reproductions.py", '{ products(search: "\x00") { edges { cursor } } }')
+    by_phone = find("api/test_admin.py", "userByPhone(phone: $phone) { id phone market")
+    assert {"phone": "+1 (201) 555-0123"} in by_phone.variables
+    assert {"phone": "+12015550123"} in by_phone.variables  # US_PHONE, a module constant
+    users = find("api/test_api_keys.py", "query ($m: ID!) { users(market: $m)")
+    assert {"m": "us"} in users.variables  # ask(users, {"m": "us"})
+    assert find("api/test_orders.py", "orders(first: $first, after: $after)").page == (
+        "viewer",
+        "orders",
+    )
+    assert not any("mutation" in doc.query for doc in collected.docs)
+
+
 async def test_documents_agree(
     pair: Pair, seeded: Seeded, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every read document of the suite and every hand-written one, as every caller."""
     started = time.monotonic()
+    collected = corpus.collect()
     suite, hand = Tally(), Tally()
-    for doc in DOCUMENTS:
-        await compare_document(pair, hand if doc in HAND else suite, seeded, doc)
+    for doc in collected.docs:
+        await compare_document(pair, suite, seeded, doc)
+    for doc in HAND:
+        await compare_document(pair, hand, seeded, doc)
     with capsys.disabled():
-        print(f"\n{report(suite, 'suite documents')}")
+        print(f"\n{collected.describe()}")
+        print(report(suite, "suite documents"))
         print(f"{report(hand, 'hand-written documents')} in {time.monotonic() - started:.1f}s")
     assert_agree(suite)
     assert_agree(hand)
-    assert len(suite.documents) >= 25 and len(hand.documents) >= 40
+    assert len(suite.documents) >= corpus.MINIMUM_DOCUMENTS and len(hand.documents) >= 40
     # A differential test where everything falls back proves nothing.
     assert suite.planned_share() >= 0.9, suite.unplanned_answers
     assert hand.planned_share() >= 0.9, hand.unplanned_answers
+    assert_every_caller_served(suite)
+    assert_every_caller_served(hand)
 
 
 async def test_documents_agree_on_one_database(
     one_database: tuple[Pair, Seeded], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """With a single DATABASE_URL the four stores share one connection per request and
-    sibling branches take turns on it rather than run as tasks: the same bytes again."""
+    sibling branches take turns on it rather than run as tasks: the same bytes again.
+
+    What this mode changes is how a request's reads share a connection, not who may
+    read what, so each document goes to three callers in turn (every caller gets 3/8 of
+    them) rather than to all eight again, which test_documents_agree already does."""
     pair, seeded = one_database
     assert len(pair.on.state.services.databases.engines) == 1
+    started = time.monotonic()
     tally = Tally()
-    for doc in DOCUMENTS:
-        await compare_document(pair, tally, seeded, doc)
+    for n, doc in enumerate([*corpus.collect().docs, *HAND]):
+        callers = [CALLERS[(3 * n + k) % len(CALLERS)] for k in range(3)]
+        await compare_document(pair, tally, seeded, doc, callers)
     with capsys.disabled():
-        print(f"\n{report(tally, 'all documents, one database')}")
+        print(
+            f"\n{report(tally, 'all documents, one database')} in {time.monotonic() - started:.1f}s"
+        )
     assert_agree(tally)
     assert tally.planned_share() >= 0.9, tally.unplanned_answers
+    assert_every_caller_served(tally)
 
 
 # --- generated documents ------------------------------------------------------------------------
