@@ -1,6 +1,8 @@
 """The benchmark's GraphQL documents, word for word as issue 6 gives them, and who sends each.
 
-The runner sends them; the floor recognises them by their exact text.
+The runner sends them; the floor recognises them by their exact text. Each also has
+the document PostGraphile, the benchmark's peer, answers with the same data (its
+schema has other names, raw money columns and no `formatted`: bench/README.md).
 """
 
 from __future__ import annotations
@@ -17,20 +19,44 @@ _USER_FIELDS = (
 )
 
 
+# PostGraphile's names (pg-simplify-inflector) for the same fields, in the same order: the
+# cart's items as a list (simpleCollections), the wallet's raw balance, the transactions
+# by id descending like marketgraph's page.
+_PEER_USER_FIELDS = (
+    "cart { cartItemsList(orderBy: ID_ASC) { quantity product { name priceMinor } } } "
+    "wallet { balanceMinor } "
+    "walletTransactions(first: 10, orderBy: ID_DESC) { edges { node { amountMinor createdAt } } }"
+)
+
+
 def _users(first: int) -> str:
     return f'{{ users(market: "kg", first: {first}) {{ edges {{ node {{ {_USER_FIELDS} }} }} }} }}'
+
+
+def _peer_users(first: int) -> str:
+    return (
+        f"{{ users(first: {first}, orderBy: ID_ASC) "
+        f"{{ edges {{ node {{ {_PEER_USER_FIELDS} }} }} }} }}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Query:
     """One benchmark query: its name in the report, document, caller, and `first` of the
-    top-level list (the floor needs it; the server reads it from the document)."""
+    top-level list (the floor needs it; the server reads it from the document).
+
+    `peer` is PostGraphile's document for the same data; `peer_only` names the fields of
+    its answer that marketgraph's has no counterpart for (raw money where marketgraph
+    selects only `formatted`), left out when the runner compares the two answers' values.
+    """
 
     name: str
     document: str
     caller: Caller
     description: str
+    peer: str
     first: int = 0
+    peer_only: frozenset[str] = frozenset()
 
 
 QUERIES: dict[str, Query] = {
@@ -41,12 +67,14 @@ QUERIES: dict[str, Query] = {
             f"{{ viewer {{ {_USER_FIELDS} }} }}",
             "member",
             "viewer: cart items + products, wallet, last 10 transactions",
+            f"{{ viewer {{ {_PEER_USER_FIELDS} }} }}",
         ),
         Query(
             "Q2",
             _users(50),
             "admin",
             "users(market: kg, first: 50), each with Q1's fields",
+            _peer_users(50),
             first=50,
         ),
         Query(
@@ -54,6 +82,7 @@ QUERIES: dict[str, Query] = {
             _users(10),
             "admin",
             "Q2 with first: 10 (statements must equal Q2's)",
+            _peer_users(10),
             first=10,
         ),
         Query(
@@ -62,6 +91,8 @@ QUERIES: dict[str, Query] = {
             "stock } } } }",
             "anonymous",
             "products(first: 50), anonymous, X-Market: kg",
+            "{ products(first: 50, orderBy: ID_ASC) { edges { node { id name priceMinor "
+            "stock } } } }",
             first=50,
         ),
         Query(
@@ -70,7 +101,10 @@ QUERIES: dict[str, Query] = {
             "items { quantity product { name } } } } } } }",
             "member",
             "viewer: last 10 orders with items + products",
+            "{ viewer { orders(first: 10, orderBy: ID_DESC) { edges { node { number totalMinor "
+            "orderItemsList(orderBy: ID_ASC) { quantity product { name } } } } } } }",
             first=10,
+            peer_only=frozenset({"totalMinor"}),
         ),
     )
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bench.peer import NAME as PEER
 from bench.queries import QUERIES
 from bench.servers import CONFIGS
 
@@ -20,6 +21,9 @@ MAX_RSS_MIB = 150.0
 MAX_FOREIGN_CPU_PCT = 10.0
 # Issue "safe to expose": the probe's p99 under attack within this many times its idle p99.
 MAX_PROBE_P99_UNDER_ATTACK = 5.0
+# Against the peer, PostGraphile (reported, never asserted): planner on's req/s at least this
+# many times PostGraphile's on every query, and its peak RSS below PostGraphile's.
+MIN_PLANNER_OVER_PEER = 1.5
 
 
 def _stores(statements: dict[str, float]) -> str:
@@ -57,6 +61,7 @@ def render(run: Run) -> str:
         f"| code | {m['commit']} |",
         f"| load average | {m['load average']} |",
         f"| packages | {m['packages']} |",
+        *([f"| PostGraphile | {m['peer']} |"] if "peer" in m else []),
         "",
         "Load: "
         + "; ".join(f"{k}: {v}" for k, v in run.settings.items())
@@ -123,6 +128,8 @@ def render(run: Run) -> str:
                 f"| {_ratio(rps('off'), rps('floor'))} |"
             )
         lines.append("")
+        if any(c.config == PEER for c in run.cells):
+            lines += _against_peer(run, cells)
 
     if run.probes:
         lines += _statements(run, configs, cells)
@@ -133,8 +140,65 @@ def render(run: Run) -> str:
     lines += ["## Queries", ""]
     for q in QUERIES.values():
         lines.append(f"- **{q.name}** ({q.caller}; {q.description}): `{q.document}`")
+        if PEER in run.probes:
+            lines.append(f"  - PostGraphile: `{q.peer}`")
     lines.append("")
     return "\n".join(lines)
+
+
+def _against_peer(run: Run, cells: dict[tuple[str, str], Cell]) -> list[str]:
+    """Planner on next to PostGraphile, per query, and the targets against it (reported only)."""
+    lines = [
+        "## Planner on / PostGraphile (same run)",
+        "",
+        "PostGraphile v4 over the same database (bench/postgraphile/, one Node.js process): "
+        "its documents select the same data, with raw money columns instead of `formatted` "
+        "(see Queries); each compiles to one SQL statement (see the statements below).",
+        "",
+        "| query | req/s on / PostGraphile | p50 on / PostGraphile | p99 on / PostGraphile "
+        "| peak RSS MiB on / PostGraphile | CPU ms/request on / PostGraphile |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    pairs = []
+    for query in dict.fromkeys(c.query for c in run.cells):
+        on, them = cells.get((query, "on")), cells.get((query, PEER))
+        if them is None:
+            continue
+        if on is None:
+            lines.append(f"| {query} | – | – | – | – | – |")
+            continue
+        pairs.append((query, on, them))
+        lines.append(
+            f"| {query} | {_ratio(on.load.rps, them.load.rps)} "
+            f"| {_ratio(on.load.p50_ms, them.load.p50_ms)} "
+            f"| {_ratio(on.load.p99_ms, them.load.p99_ms)} "
+            f"| {on.peak_rss_mib:.0f} / {them.peak_rss_mib:.0f} "
+            f"| {on.cpu_ms_per_request:.2f} / {them.cpu_ms_per_request:.2f} |"
+        )
+    lines += ["", "Targets against PostGraphile (planner on; reported, not asserted):", ""]
+    if not pairs:
+        return [*lines, "- planner on was not measured in this run", ""]
+    for query, on, them in pairs:
+        ratio = on.load.rps / them.load.rps if them.load.rps else 0.0
+        lines.append(
+            f"- {_mark(ratio >= MIN_PLANNER_OVER_PEER)} {query} ≥ {MIN_PLANNER_OVER_PEER:g}× "
+            f"PostGraphile's req/s: {ratio:.2f}× ({on.load.rps:,.1f} / {them.load.rps:,.1f})"
+        )
+    for query, on, them in pairs:
+        tail = on.load.p99_ms / on.load.p50_ms if on.load.p50_ms else 0.0
+        theirs = them.load.p99_ms / them.load.p50_ms if them.load.p50_ms else 0.0
+        lines.append(
+            f"- {_mark(tail <= MAX_P99_OVER_P50)} {query} p99 ≤ 2 × p50: {tail:.2f}× "
+            f"(PostGraphile {theirs:.2f}×)"
+        )
+    ours = max(on.peak_rss_mib for _, on, _ in pairs)
+    theirs_rss = max(them.peak_rss_mib for _, _, them in pairs)
+    lines += [
+        f"- {_mark(ours < theirs_rss)} peak RSS below PostGraphile's: {ours:.0f} MiB "
+        f"vs {theirs_rss:.0f} MiB (the Node.js process)",
+        "",
+    ]
+    return lines
 
 
 def _statements(run: Run, configs: list[str], cells: dict[tuple[str, str], Cell]) -> list[str]:

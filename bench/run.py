@@ -1,17 +1,19 @@
-"""The benchmark runner: every query against planner on, planner off and the floor, in one run.
+"""The benchmark runner: every query against planner on, planner off, the floor and PostGraphile.
 
     python -m bench.run [--duration 10] [--warmup 3] [--connections 16] [--workers 1] ...
                         (python -m bench.run --help lists every flag)
 
 Needs the data of `python -m bench.data` in the benchmark database. For each
 configuration, one at a time, it starts the server (`python -m marketgraph
-serve`, QUERY_PLANNER=on/off) or the floor (`python -m bench.floor`) on
-loopback and:
+serve`, QUERY_PLANNER=on/off), the floor (`python -m bench.floor`) or the peer,
+PostGraphile v4 (`node bench/postgraphile/server.js`, `bench.peer`; installed with
+`npm ci` on first use, skipped without Node.js) on loopback and:
 
 1. **Probe**: with the server's DATABASE_URL pointed at a statement-counting
    proxy (`bench.pgproxy`), sends each query a few times, checks the answer —
    no errors, the expected sizes, and byte for byte the same body as the first
-   configuration's (the floor included): a mismatch stops the run — then sends
+   configuration's (the floor included; PostGraphile's answers, which have other
+   names, must hold the same values): a mismatch stops the run — then sends
    `--probe-requests` more and divides the statements per store by them.
 2. **Load**: restarts it directly on PostgreSQL and drives each query with wrk
    (or the asyncio client): `--warmup` seconds, then `--duration` measured
@@ -60,6 +62,7 @@ import httpx
 import orjson
 from sqlalchemy.engine import URL
 
+from bench import peer
 from bench.common import JWT_SECRET, BenchError, database_url, plain_url
 from bench.hostile import Bench, HostileResult, StressResult, measure_hostile, measure_stress
 from bench.loadgen import LoadResult, Target, run_load, wrk_available
@@ -317,7 +320,10 @@ async def _probe(
                     f"{server.config.label} {name}: the answer changes between requests"
                 )
             (answer,) = answers
-            _check_answer(query, answer)
+            if server.config.is_peer:
+                peer.check_answer(query, answer)
+            else:
+                _check_answer(query, answer)
             before = await _floor_stats(http, server.base_url) if server.config.is_floor else None
             proxy.reset()
             for _ in range(repeats):
@@ -340,6 +346,7 @@ async def _probe(
 def compare(
     reference: dict[str, Probe], label: str, probes: dict[str, Probe], ref_label: str
 ) -> None:
+    """Byte for byte: every marketgraph configuration and the floor give the same answers."""
     for name, found in probes.items():
         expected = reference[name].body
         if found.body != expected:
@@ -349,6 +356,17 @@ def compare(
             raise BenchError(
                 f"{name}: {label} answers differently from {ref_label}: {where}\n"
                 "the comparison would be meaningless; fix the difference first"
+            )
+
+
+def compare_peer(reference: dict[str, Probe], ref_label: str, probes: dict[str, Probe]) -> None:
+    """PostGraphile's answers hold the values of the reference's, in the same order."""
+    for name, found in probes.items():
+        where = peer.compare_values(QUERIES[name], reference[name].body, found.body)
+        if where is not None:
+            raise BenchError(
+                f"{name}: PostGraphile's answer holds other data than {ref_label}'s: {where}\n"
+                "its document (bench/queries.py) must select the same data"
             )
 
 
@@ -396,7 +414,8 @@ async def measure(
     target = Target("127.0.0.1", server.port, "/graphql", body, headers)
     sampler = ResourceSampler(server)
     # Per-process registries: with several workers /metrics shows one of them, so skip it.
-    per_process = args.workers == 1
+    # PostGraphile counts nothing of its own: the probe's proxy count is all there is.
+    per_process = args.workers == 1 and not server.config.is_peer
     async with httpx.AsyncClient(timeout=30.0) as http:
         sampler.start()
         try:
@@ -461,11 +480,17 @@ class Runner:
         self.redis = args.redis_url if args.workers > 1 else None
         self.began = time.perf_counter()
         self.requests: dict[str, tuple[bytes, dict[str, str]]] = {}
+        self.peer_requests: dict[str, tuple[bytes, dict[str, str]]] = {}
 
     def server(self, config: Config, database: str) -> ServerProcess:
+        if config.is_peer:  # one Node.js process: --workers, --server-env are marketgraph's
+            return ServerProcess(config, database)
         return ServerProcess(
             config, database, self.args.workers, self.redis, extra_env=self.args.server_env
         )
+
+    def requests_for(self, config: Config) -> dict[str, tuple[bytes, dict[str, str]]]:
+        return self.peer_requests if config.is_peer else self.requests
 
     def say(self, message: str) -> None:
         _say(f"[{time.perf_counter() - self.began:6.1f}s] {message}")
@@ -493,22 +518,52 @@ class Runner:
         run = Run(
             started=dt.datetime.now(dt.UTC), machine=await machine_info(url), settings=settings
         )
-        self.requests = build_requests(url, *await find_callers(url))
-        await self.wait_quiet()
-        if not args.hostile_only:
-            await self.probe_all(run)
-            self.say("every configuration gives the same answers")
-        if not args.verify_only:
-            pg = await connect(url)
-            try:
+        callers = await find_callers(url)
+        self.requests = build_requests(url, *callers)
+        if args.hostile_only:
+            self.configs = []
+        with_peer = await self.prepare_peer(run)
+        if with_peer:
+            self.peer_requests = peer.requests(*callers)
+        if not self.configs and not args.hostile_only:
+            raise BenchError("no configuration left to run")
+        pg = await connect(url)
+        try:
+            if with_peer:
+                await peer.install_viewer(pg)
+            await self.wait_quiet()
+            if not args.hostile_only:
+                await self.probe_all(run)
+                self.say(
+                    "every configuration gives the same answers"
+                    + (" (PostGraphile: the same values)" if with_peer else "")
+                )
+            if not args.verify_only:
                 if not args.hostile_only:
                     await self.load_all(run, pg)
                 if args.hostile or args.hostile_only:
                     await self.hostile(run, pg)
-            finally:
-                await pg.close()
+        finally:
+            if with_peer:
+                with contextlib.suppress(asyncpg.PostgresError, OSError):
+                    await peer.drop_viewer(pg)
+            await pg.close()
         run.seconds = time.perf_counter() - self.began
         return run
+
+    async def prepare_peer(self, run: Run) -> bool:
+        """Whether PostGraphile is in this run: installed on first use (`npm ci`), else
+        dropped from it with a message (no Node.js, no npm, an install that failed)."""
+        if not any(c.is_peer for c in self.configs):
+            return False
+        reason = await peer.ensure_installed(self.say)
+        if reason is not None:
+            self.say(f"PostGraphile skipped: {reason}")
+            self.configs = [c for c in self.configs if not c.is_peer]
+            run.settings["PostGraphile"] = f"skipped ({reason.splitlines()[0]})"
+            return False
+        run.machine["peer"] = peer.versions()
+        return True
 
     async def hostile(self, run: Run, pg: asyncpg.Connection) -> None:
         """The issue's hostile-load figures (bench/hostile.py): the probe under attack, then
@@ -553,14 +608,22 @@ class Runner:
             for config in self.configs:
                 self.say(f"{config.label}: answers and statements")
                 async with self.server(config, proxied) as server:
-                    probes = await probe(server, proxy, self.requests, self.args.probe_requests)
-                if reference is None:
+                    probes = await probe(
+                        server, proxy, self.requests_for(config), self.args.probe_requests
+                    )
+                if config.is_peer:
+                    pass  # compared below, with whichever marketgraph column comes first
+                elif reference is None:
                     reference = (config.label, probes)
                 else:
                     compare(reference[1], config.label, probes, reference[0])
                 run.probes[config.name] = probes
         finally:
             await proxy.stop()
+        if reference is not None:
+            for config in self.configs:
+                if config.is_peer:
+                    compare_peer(reference[1], reference[0], run.probes[config.name])
 
     async def load_all(self, run: Run, pg: asyncpg.Connection) -> None:
         args = self.args
@@ -573,7 +636,8 @@ class Runner:
                         f"{config.label} {name}: {args.warmup:g} s warm-up + {args.duration:g} s, "
                         f"{args.connections} connections"
                     )
-                    cell = await measure(pg, foreign, server, name, self.requests[name], args)
+                    request = self.requests_for(config)[name]
+                    cell = await measure(pg, foreign, server, name, request, args)
                     run.cells.append(cell)
                     _say(
                         f"         {cell.load.rps:9.1f} req/s  p50 {cell.load.p50_ms:.2f} ms  "
@@ -602,7 +666,8 @@ def _json(run: Run) -> bytes:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
-        description="Q1-Q4 against planner on, planner off and the asyncpg floor, in one run.",
+        description="Q1-Q4 against planner on, planner off, the asyncpg floor and PostGraphile, "
+        "in one run.",
     )
     parser.add_argument(
         "--duration", type=float, default=10.0, help="measured seconds per cell (10)"
@@ -631,8 +696,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--configs",
-        default="on,off,floor",
-        help="comma-separated, from on, off, floor (on,off,floor); the first is the reference",
+        default=None,
+        help="comma-separated, from on, off, floor, postgraphile (on,off,floor, and postgraphile "
+        "when Node.js is installed); the first marketgraph one is the reference",
     )
     parser.add_argument(
         "--queries", default=",".join(LOAD_QUERIES), help="queries to load (Q1,Q2,Q3,Q4; Q2/10 too)"
@@ -692,7 +758,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if any(not name or not sep for name, sep, _ in pairs):
         parser.error("--server-env takes NAME=VALUE")
     args.server_env = {name: value for name, _, value in pairs}
-    args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if args.configs is None:
+        args.configs = "on,off,floor" + (f",{peer.NAME}" if peer.node() else "")
+    args.configs = list(dict.fromkeys(c.strip() for c in args.configs.split(",") if c.strip()))
     args.queries = [q.strip() for q in args.queries.split(",") if q.strip()]
     for c in args.configs:
         if c not in CONFIGS:

@@ -3,7 +3,8 @@
 Each server runs in a process group of its own, so stopping it (SIGTERM, then
 SIGKILL after a grace period) also stops its uvicorn workers; `ServerProcess`
 is an async context manager, so every exit path — an error, Ctrl-C, SIGTERM to
-the runner — stops what it started.
+the runner — stops what it started. The peer, PostGraphile, is one Node.js
+process (bench/postgraphile/server.js) started the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from types import TracebackType
 import httpx
 import psutil
 
+from bench import peer
 from bench.common import JWT_SECRET, BenchError
 from marketgraph.settings import Settings
 
@@ -34,20 +36,27 @@ STOP_GRACE_S = 15.0
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """One column of the benchmark: the GraphQL server with the planner on or off, or the floor."""
+    """One column of the benchmark: the GraphQL server with the planner on or off, the floor,
+    or the peer (PostGraphile)."""
 
-    name: str  # on | off | floor
+    name: str  # on | off | floor | postgraphile
     label: str
 
     @property
     def is_floor(self) -> bool:
         return self.name == "floor"
 
+    @property
+    def is_peer(self) -> bool:
+        """PostGraphile: its own documents and tokens, no /metrics, one Node.js process."""
+        return self.name == peer.NAME
+
 
 CONFIGS = {
     "on": Config("on", "planner on"),
     "off": Config("off", "planner off"),
     "floor": Config("floor", "asyncpg floor"),
+    peer.NAME: Config(peer.NAME, "PostGraphile"),
 }
 
 
@@ -93,9 +102,23 @@ def server_env(
     return env
 
 
+def peer_env(database_url: str) -> dict[str, str]:
+    """PostGraphile's environment: ours without database placements or Redis, plus the
+    benchmark database, the servers' JWT_SECRET (it verifies the runner's tokens) and
+    NODE_ENV=production."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if "DATABASE_URL" not in k.upper() and not k.upper().startswith("REDIS_URL")
+    }
+    env.update(DATABASE_URL=database_url, JWT_SECRET=JWT_SECRET, NODE_ENV="production")
+    return env
+
+
 @dataclass(slots=True)
 class ServerProcess:
-    """`python -m marketgraph serve` or `python -m bench.floor` on 127.0.0.1:port."""
+    """`python -m marketgraph serve`, `python -m bench.floor` or PostGraphile's
+    `node bench/postgraphile/server.js` on 127.0.0.1:port."""
 
     config: Config
     database_url: str
@@ -112,6 +135,15 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
+        if self.config.is_peer:
+            return [
+                peer.node() or "node",
+                str(peer.SERVER_JS),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ]
         module = "bench.floor" if self.config.is_floor else "marketgraph"
         args = [sys.executable, "-m", module]
         if not self.config.is_floor:
@@ -128,16 +160,19 @@ class ServerProcess:
 
     def _spawn(self) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix=f"bench-{self.config.name}-")
-        planner = "off" if self.config.is_floor else self.config.name
-        extra = {} if self.config.is_floor else self.extra_env
-        env = server_env(
-            self.database_url,
-            planner,
-            Path(self._tmp.name),
-            self.redis_url,
-            extra,
-            defaults_only=self.defaults_only,
-        )
+        if self.config.is_peer:
+            env = peer_env(self.database_url)
+        else:
+            planner = "off" if self.config.is_floor else self.config.name
+            extra = {} if self.config.is_floor else self.extra_env
+            env = server_env(
+                self.database_url,
+                planner,
+                Path(self._tmp.name),
+                self.redis_url,
+                extra,
+                defaults_only=self.defaults_only,
+            )
         with Path(self._tmp.name, "server.log").open("wb") as log:
             # A process group of its own: stopping it stops its workers, and only them.
             self.process = subprocess.Popen(
