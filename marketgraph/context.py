@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import strawberry
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.types import Scope
 
 from marketgraph import policies
@@ -22,6 +26,67 @@ from marketgraph.settings import Role, Settings
 
 if TYPE_CHECKING:
     from marketgraph.services import Services
+
+
+@dataclass(eq=False)
+class Reads:
+    """How one request's loaders reach the stores.
+
+    In a query (`snapshot` set by the `ReadSnapshots` extension) every batch on a store
+    runs on one connection of the request, inside one `REPEATABLE READ` transaction (its
+    batches only read), taking turns under a lock: sibling fields resolve concurrently, and no
+    connection is ever used by two coroutines at once, yet every read of the store sees one
+    snapshot — a cart's lines and its products' prices from the same moment
+    (tests/concurrency/test_cart_snapshot.py fails without it). A mutation's reads (after
+    its writes) take a connection per batch, each seeing what was committed.
+    """
+
+    snapshot: bool = False
+    _open: dict[str, tuple[AsyncConnection, asyncio.Lock]] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @asynccontextmanager
+    async def connection(self, store: Store) -> AsyncIterator[AsyncConnection]:
+        held = await self._snapshot_of(store) if self.snapshot else None
+        if held is None:
+            async with store.connect() as conn:
+                yield conn
+            return
+        conn, turn = held
+        async with turn:
+            yield conn
+
+    async def _snapshot_of(self, store: Store) -> tuple[AsyncConnection, asyncio.Lock] | None:
+        """The store's connection in this request's snapshot, opened on first use; None once
+        the snapshots have ended (a batch a failed sibling left running reads on its own)."""
+        async with self._lock:  # one opening per store, however many batches ask at once
+            if not self.snapshot:
+                return None
+            held = self._open.get(str(store.key))
+            if held is None:
+                conn = await store.engine.connect()
+                try:
+                    # BEGIN ISOLATION LEVEL REPEATABLE READ with the first batch: no round
+                    # trip of its own; the pool resets the level when the connection returns.
+                    await conn.execution_options(
+                        isolation_level="REPEATABLE READ", **store.execution_options
+                    )
+                    await conn.begin()
+                except BaseException:
+                    await conn.close()
+                    raise
+                held = self._open[str(store.key)] = (conn, asyncio.Lock())
+            return held
+
+    async def close(self) -> None:
+        """End the request's snapshots (their batches only read: rolled back). A batch still
+        running finishes first; one that starts later reads on a connection of its own."""
+        async with self._lock:
+            self.snapshot = False
+            opened, self._open = self._open, {}
+        for conn, turn in opened.values():
+            async with turn:
+                await conn.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +105,27 @@ class RequestContext:
     _loaders: dict[str, Loaders] = field(default_factory=dict)
     # Errors that do not fail a field (a market that is down in marketStats), added to the answer.
     extra_errors: list[DomainError] = field(default_factory=list)
+    # The read specs' loaders (`reads.derive`), per (market, spec entry).
+    spec_loaders: dict[tuple[str, int], Any] = field(default_factory=dict)
+    reads: Reads = field(default_factory=lambda: Reads())
+
+    def reading(self, store: Store) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for one loader batch on `store`: the request's snapshot of the
+        store in a query (see `Reads`), a connection of its own otherwise."""
+        return self.reads.connection(store)
+
+    def forget_reads(self) -> None:
+        """After a write: what this request's loaders read before it is stale."""
+        self._loaders.clear()
+        self.spec_loaders.clear()
 
     def loaders_for(self, market: str) -> Loaders:
         loaders = self._loaders.get(market)
         if loaders is None:
             loaders = build_loaders(
-                self.databases.store(market, "auth"), self.databases.store(market, "app")
+                self.databases.store(market, "auth"),
+                self.databases.store(market, "app"),
+                self.reading,
             )
             self._loaders[market] = loaders
         return loaders

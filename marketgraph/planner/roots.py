@@ -18,13 +18,14 @@ from sqlalchemy import Select, String, Table, any_, bindparam, select
 
 from marketgraph import policies
 from marketgraph.errors import DomainError, ErrorCode
-from marketgraph.ids import decode_id
+from marketgraph.ids import GlobalId, decode_id
 from marketgraph.markets import Market, detect_market
 from marketgraph.planner.fields import Arguments, CompileContext, Fields, NotPlannable
 from marketgraph.planner.inline import _int, market_dict, market_expr, market_keys, money_expr
 from marketgraph.planner.plan import Child, ObjectPlan
 from marketgraph.planner.runtime import CompiledStatement, Fallback, Run
 from marketgraph.planner.shapes import Shape, ShapeCompiler
+from marketgraph.reads.spec import spec_of
 from marketgraph.resolvers import admin as admin_resolvers
 from marketgraph.resolvers.admin import users_page
 from marketgraph.resolvers.catalog import catalog_page, catalog_params
@@ -53,30 +54,64 @@ def _not_found(message: str = "Not found") -> DomainError:
     return DomainError(ErrorCode.NOT_FOUND, message)
 
 
-class Lookups:
-    """One type's rows by a key column, with a shape's fused lookups (a root's statement)."""
+class ByIds:
+    """The root fields that read one type by global id (`product`, `order`, `node`): one
+    shape with all their selections merged, and one statement per market for every id the
+    operation names — as Strawberry's loader batches them in one tick."""
 
-    def __init__(
-        self, operation: Operation, label: str, shape: Shape, by: str = "id", owner: str = ""
-    ) -> None:
-        table = shape.spec.table
-        self.shape = shape
-        self.owner_slot = shape.slot("column", owner) if owner else None
-        self.role = shape.spec.role
+    def __init__(self, type_name: str) -> None:
+        self.shape = Shape(spec_of(type_name))
+        self.ids: list[Callable[[Run], GlobalId | None]] = []  # the id each root reads
+        self.statement: CompiledStatement | None = None
+        self.only_node = True  # every field reading through it is `node`: one of its choices
+
+    def add(
+        self,
+        shapes: ShapeCompiler,
+        nodes: list[FieldNode],
+        ids: Callable[[Run], GlobalId | None],
+        owner: str,
+    ) -> tuple[ObjectPlan, int | None]:
+        plan = shapes.fill(self.shape, ObjectPlan(self.shape.spec.name), nodes)
+        self.ids.append(ids)
+        return plan, self.shape.slot("column", owner) if owner else None
+
+    def finish(self, operation: Operation, label: str) -> None:
+        table = self.shape.spec.table
         self.statement = CompiledStatement(
-            select(*shape.select_list(table)).where(table.c[by] == any_(keys_param()))
+            select(*self.shape.select_list(table)).where(table.c.id == any_(keys_param()))
         )
-        _count(operation, label, shape, self.statement)
+        operation.lines.append(
+            f"{label}: {self.shape.spec.name} rows by id on {self.shape.spec.role}"
+        )
+        operation.lines.extend("  " + line for line in self.shape.describe())
+        operation.sql.append((label, self.shape.spec.role, self.statement))
+        operation.shapes.append((label, self.shape))
 
     async def one(self, run: Run, market: Market, key: Any) -> Any:
-        """The row (a record) of `key`, or None when there is none."""
-        store = run.ctx.databases.store(market.code, self.role)
-        params = {"keys": [key], **self.shape.params(run)}
-        rows = await run.fetch(store, self.statement, params)
-        return rows[0] if rows else None
+        """The row of `key` in `market`, read with every other id of the operation there."""
+        assert self.statement is not None
+        statement = self.statement
+        name = self.shape.spec.name
 
-    async def build(self, run: Run, row: Any, market: Market) -> Any:
-        return (await self.shape.plan.build(run, [row], market))[0]
+        async def fetch(keys: set[Any]) -> tuple[set[Any], dict[Any, Any]]:
+            store = run.ctx.databases.store(market.code, self.shape.spec.role)
+            params = {"keys": list(keys), **self.shape.params(run)}
+            rows = await run.fetch(store, statement, params)
+            return keys, {row[0]: row for row in rows}
+
+        def every_id() -> set[Any]:
+            keys = {key}
+            for ids in self.ids:
+                parsed = ids(run)
+                if parsed is not None and parsed.type_name == name and parsed.market == market.code:
+                    keys.add(parsed.key)
+            return keys
+
+        asked, found = await run.once((id(self), market.code), lambda: fetch(every_id()))
+        if key not in asked:  # not named by an argument (cannot happen; kept exact anyway)
+            asked, found = await fetch({key})
+        return found.get(key)
 
 
 def _count(operation: Operation, label: str, shape: Shape, statement: CompiledStatement) -> None:
@@ -95,6 +130,14 @@ class RootCompiler:
         self.cc = cc
         self.shapes = ShapeCompiler(cc)
         self.operation = Operation(ObjectPlan("Query"))
+        self.by_ids: dict[str, ByIds] = {}
+
+    def by_id(self, type_name: str, node: bool) -> ByIds:
+        group = self.by_ids.get(type_name)
+        if group is None:
+            group = self.by_ids[type_name] = ByIds(type_name)
+        group.only_node = group.only_node and node
+        return group
 
     def query(self, fields: Fields) -> Operation:
         plan = self.operation.root
@@ -109,12 +152,23 @@ class RootCompiler:
             arguments = Arguments(self.cc.field_def("Query", nodes), nodes[0])
             plan.add_child(key, compile_root(self, f"Query.{key}", nodes, arguments))
         plan.finish()
+        self._finish_by_ids()
         return self.operation
 
-    def lookups(
-        self, label: str, type_name: str, nodes: list[FieldNode], by: str = "id", owner: str = ""
-    ) -> Lookups:
-        return Lookups(self.operation, label, self.shapes.shape(type_name, nodes), by, owner)
+    def _finish_by_ids(self) -> None:
+        """Each by-id group is one statement; the groups only `node` reads are choices of
+        which one runs, so they count as the most any one of them reads."""
+        statements = self.operation.statements
+        most: Counter[Role] = Counter()
+        for type_name, group in self.by_ids.items():
+            group.finish(self.operation, f"by id: {type_name}")
+            reads: Counter[Role] = Counter({group.shape.spec.role: 1})
+            reads.update(group.shape.statements())
+            if group.only_node:
+                most |= reads
+            else:
+                statements.update(reads)
+        statements.update(most)
 
 
 Root = Callable[[RootCompiler, str, list[FieldNode], Arguments], Child]
@@ -147,41 +201,52 @@ def market_root(rc: RootCompiler, label: str, nodes: list[FieldNode], args: Argu
 
 
 def viewer_root(rc: RootCompiler, label: str, nodes: list[FieldNode], args: Arguments) -> Child:
-    users = rc.lookups(label, "User", nodes)
+    group = rc.by_id("User", node=False)
+    plan, _ = group.add(rc.shapes, nodes, _viewer_id, "")
 
     async def answer(run: Run) -> Any:
         ctx = run.ctx
         if ctx.principal is None or ctx.principal.user_id is None:
             return None
-        row = await users.one(run, ctx.market, ctx.require_user())
-        return await users.build(run, row, ctx.market) if row is not None else None
+        row = await group.one(run, ctx.market, ctx.require_user())
+        return (await plan.build(run, [row], ctx.market))[0] if row is not None else None
 
     return _single(answer)
 
 
 def _product_by_id(
-    rc: RootCompiler, label: str, nodes: list[FieldNode]
+    rc: RootCompiler,
+    nodes: list[FieldNode],
+    ids: Callable[[Run], GlobalId | None],
+    node: bool = False,
 ) -> Callable[[Run, str], Awaitable[Any]]:
-    products = rc.lookups(label, "Product", nodes)
+    group = rc.by_id("Product", node)
+    plan, _ = group.add(rc.shapes, nodes, ids, "")
 
     async def fetch(run: Run, gid: str) -> Any:
         parsed = decode_id(gid, "Product", field="id")
         found = policies.any_market(run.ctx, parsed.market)
         if found is None:
             return None
-        row = await products.one(run, found, parsed.key)
-        return await products.build(run, row, found) if row is not None else None
+        row = await group.one(run, found, parsed.key)
+        return (await plan.build(run, [row], found))[0] if row is not None else None
 
     return fetch
 
 
 def _owned_by_id(
-    rc: RootCompiler, label: str, type_name: str, nodes: list[FieldNode], owner: str, message: str
+    rc: RootCompiler,
+    type_name: str,
+    nodes: list[FieldNode],
+    ids: Callable[[Run], GlobalId | None],
+    owner: str,
+    message: str,
+    node: bool = False,
 ) -> Callable[[Run, str], Awaitable[Any]]:
     """A user's own object by global id (any, for admins), else `NOT_FOUND`: the rule of
     `order(id:)` and of `node(id:)` for user data."""
-    rows = rc.lookups(label, type_name, nodes, owner=owner)
-    owner_slot = rows.owner_slot
+    group = rc.by_id(type_name, node)
+    plan, owner_slot = group.add(rc.shapes, nodes, ids, owner)
     assert owner_slot is not None
 
     async def fetch(run: Run, gid: str) -> Any:
@@ -189,22 +254,41 @@ def _owned_by_id(
         parsed = decode_id(gid, type_name) if type_name == "Order" else decode_id(gid)
         policies.reader(ctx)  # anonymous callers are told to sign in, whatever the id
         found = policies.reachable_market(ctx, parsed.market, message)
-        row = await rows.one(run, found, parsed.key)
+        row = await group.one(run, found, parsed.key)
         if row is None:
             raise _not_found(message)
         policies.owner_or_admin(ctx, row[owner_slot], message)
-        return await rows.build(run, row, found)
+        return (await plan.build(run, [row], found))[0]
 
     return fetch
 
 
+def _id_of(args: Arguments) -> Callable[[Run], GlobalId | None]:
+    """The id argument of a root, parsed (None when it is not one: its field says so)."""
+
+    def parse(run: Run) -> GlobalId | None:
+        try:
+            return decode_id(str(args(run)["id"]))
+        except DomainError:
+            return None
+
+    return parse
+
+
+def _viewer_id(run: Run) -> GlobalId | None:
+    principal = run.ctx.principal
+    if principal is None or principal.user_id is None:
+        return None
+    return GlobalId("User", run.ctx.market.code, principal.user_id)
+
+
 def product_root(rc: RootCompiler, label: str, nodes: list[FieldNode], args: Arguments) -> Child:
-    fetch = _product_by_id(rc, label, nodes)
+    fetch = _product_by_id(rc, nodes, _id_of(args))
     return _single(lambda run: fetch(run, str(args(run)["id"])))
 
 
 def order_root(rc: RootCompiler, label: str, nodes: list[FieldNode], args: Arguments) -> Child:
-    fetch = _owned_by_id(rc, label, "Order", nodes, "user_id", "No such order")
+    fetch = _owned_by_id(rc, "Order", nodes, _id_of(args), "user_id", "No such order")
     return _single(lambda run: fetch(run, str(args(run)["id"])))
 
 
@@ -220,18 +304,13 @@ NODE_TYPES = (
 def node_root(rc: RootCompiler, label: str, nodes: list[FieldNode], args: Arguments) -> Child:
     """`node(id:)`: routed by the id's type and market (hand-written, as its Strawberry
     resolver is, over the same policies)."""
-    before = rc.operation.statements
-    most: Counter[Role] = Counter()
+    ids = _id_of(args)
     fetchers: dict[str, Callable[[Run, str], Awaitable[Any]]] = {}
     for type_name, owner, message in NODE_TYPES:
-        rc.operation.statements = Counter()
-        alternative = f"{label} (as {type_name})"
         if type_name == "Product":
-            fetchers[type_name] = _product_by_id(rc, alternative, nodes)
+            fetchers[type_name] = _product_by_id(rc, nodes, ids, node=True)
         else:
-            fetchers[type_name] = _owned_by_id(rc, alternative, type_name, nodes, owner, message)
-        most |= rc.operation.statements  # only one of them runs: the most any one reads
-    rc.operation.statements = before + most
+            fetchers[type_name] = _owned_by_id(rc, type_name, nodes, ids, owner, message, node=True)
 
     async def answer(run: Run) -> Any:
         gid = str(args(run)["id"])

@@ -514,7 +514,7 @@ async def logout(ctx: RequestContext, token: str, *, all_sessions: bool) -> None
 
 async def update_my_profile(ctx: RequestContext, values: dict[str, str | None]) -> Row[Any]:
     user = await update_profile(ctx.auth, ctx.require_user(), values)
-    ctx.loaders_for(ctx.market.code).users_by_id.clear(user.id).prime(user.id, user)
+    ctx.forget_reads()
     return user
 
 
@@ -526,7 +526,7 @@ async def update_my_preferences(ctx: RequestContext, patch: Any) -> Row[Any]:
         max_bytes=ctx.settings.preferences_max_bytes,
         max_depth=ctx.settings.preferences_max_depth,
     )
-    ctx.loaders_for(ctx.market.code).users_by_id.clear(user.id).prime(user.id, user)
+    ctx.forget_reads()
     return user
 
 

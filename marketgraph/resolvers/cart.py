@@ -8,17 +8,16 @@ cart — it is never emptied away unordered.
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Row, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketgraph.db.models.app import Cart, CartItem, Product
 from marketgraph.db.models.base import new_id
 from marketgraph.errors import DomainError, ErrorCode
 from marketgraph.ids import decode_id
-from marketgraph.resolvers.statements import many_per_key, one_per_key
 
 if TYPE_CHECKING:
     from marketgraph.context import RequestContext
@@ -26,17 +25,6 @@ if TYPE_CHECKING:
 CART_COLUMNS = tuple(Cart.__table__.c)
 CART_ITEM_COLUMNS = tuple(CartItem.__table__.c)
 MAX_QUANTITY = 10_000
-
-
-async def load_carts_by_user(conn: AsyncConnection, keys: list[uuid.UUID]) -> list[Row[Any] | None]:
-    return await one_per_key(conn, CART_COLUMNS, Cart.user_id, keys)
-
-
-async def load_cart_items_by_cart(
-    conn: AsyncConnection, keys: list[uuid.UUID]
-) -> list[list[Row[Any]]]:
-    """Each cart's items in the order they were added."""
-    return await many_per_key(conn, CART_ITEM_COLUMNS, CartItem.cart_id, CartItem.id, keys)
 
 
 async def lock_cart(session: AsyncSession, user_id: uuid.UUID) -> uuid.UUID:
@@ -83,7 +71,7 @@ async def add_to_cart(ctx: RequestContext, product_gid: str, quantity: int) -> u
                 },
             )
         )
-    ctx.loaders_for(ctx.market.code).cart_items_by_cart.clear(cart_id)
+    ctx.forget_reads()
     return cart_id
 
 
@@ -108,7 +96,7 @@ async def update_cart_item(ctx: RequestContext, item_gid: str, quantity: int) ->
             )
         if result.first() is None:
             raise DomainError(ErrorCode.NOT_FOUND, "No such cart item", field="itemId")
-    ctx.loaders_for(ctx.market.code).cart_items_by_cart.clear(cart_id)
+    ctx.forget_reads()
     return cart_id
 
 

@@ -267,11 +267,7 @@ async def delete_my_account(
     erased = await erase_user(
         ctx.databases, ctx.kv, ctx.market, user_id, ctx.settings.access_token_ttl
     )
-    loaders = ctx.loaders_for(ctx.market.code)
-    loaders.users_by_id.clear(user_id)
-    loaders.wallets_by_user.clear(user_id)
-    loaders.orders_by_user.clear_all()
-    loaders.transactions_by_user.clear_all()
+    ctx.forget_reads()
     return erased
 
 

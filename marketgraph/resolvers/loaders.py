@@ -1,17 +1,19 @@
-"""Per-request DataLoaders: one batched `= ANY(:keys)` select per lookup per tick.
+"""Per-request DataLoaders of the hand-written roots: one batched `= ANY(:keys)` select per
+lookup per tick. (The lookups below the roots are the read specs' own: `reads.derive`.)
 
-Concurrency rule: Strawberry resolves sibling fields concurrently and an
-AsyncSession must never be shared by two coroutines, so every batch opens its
-own connection from the store's engine for the one statement it runs
-(`Store.connect()`), and no loader holds a connection between batches. The
-batch functions themselves are plain `load_x(conn, keys)` over Core selects,
-so the query planner can reuse them.
+Concurrency rule: Strawberry resolves sibling fields concurrently and a connection must
+never be used by two coroutines at once, so a batch reaches its store through
+`RequestContext.reading`: in a query, the request's one connection per store, inside one
+REPEATABLE READ transaction, taking turns under a lock (one snapshot per store, proven by
+tests/concurrency/test_cart_snapshot.py); in a mutation, a connection of its own per
+batch, seeing what the writes committed.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -21,30 +23,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from marketgraph.db.databases import Store
 from marketgraph.resolvers.accounts import load_users_by_id
-from marketgraph.resolvers.cart import load_cart_items_by_cart, load_carts_by_user
 from marketgraph.resolvers.catalog import load_products_by_id
-from marketgraph.resolvers.orders import (
-    load_order_items_by_order,
-    load_orders_by_id,
-    load_orders_by_user,
-)
-from marketgraph.resolvers.pagination import Page, PageKey
-from marketgraph.resolvers.wallet import (
-    load_transactions_by_id,
-    load_transactions_by_user,
-    load_wallets_by_user,
-)
+from marketgraph.resolvers.orders import load_orders_by_id
+from marketgraph.resolvers.wallet import load_transactions_by_id
 
+# How a batch reaches its store: `RequestContext.reading`.
+Reading = Callable[[Store], AbstractAsyncContextManager[AsyncConnection]]
 K = TypeVar("K")
 V = TypeVar("V")
 MaybeRow = Row[Any] | None
 
 
 def _loader(
-    store: Store, batch: Callable[[AsyncConnection, list[K]], Awaitable[list[V]]]
+    store: Store,
+    batch: Callable[[AsyncConnection, list[K]], Awaitable[list[V]]],
+    reading: Reading,
 ) -> DataLoader[K, V]:
     async def load(keys: list[K]) -> list[V]:
-        async with store.connect() as conn:
+        async with reading(store) as conn:
             return await batch(conn, keys)
 
     return DataLoader(load)
@@ -52,30 +48,20 @@ def _loader(
 
 @dataclass(frozen=True, slots=True)
 class Loaders:
-    """The loaders of one market's stores, for one request."""
+    """The loaders of one market's stores that the hand-written roots use (`viewer`, `node`,
+    `product`, `order`), for one request; the lookups below them are the read specs' own
+    (`reads.derive`)."""
 
     users_by_id: DataLoader[uuid.UUID, MaybeRow]
     products_by_id: DataLoader[uuid.UUID, MaybeRow]
-    carts_by_user: DataLoader[uuid.UUID, MaybeRow]
-    cart_items_by_cart: DataLoader[uuid.UUID, list[Row[Any]]]
     orders_by_id: DataLoader[uuid.UUID, MaybeRow]
-    orders_by_user: DataLoader[PageKey, Page]
-    order_items_by_order: DataLoader[uuid.UUID, list[Row[Any]]]
-    wallets_by_user: DataLoader[uuid.UUID, MaybeRow]
     transactions_by_id: DataLoader[uuid.UUID, MaybeRow]
-    transactions_by_user: DataLoader[PageKey, Page]
 
 
-def build_loaders(auth: Store, app: Store) -> Loaders:
+def build_loaders(auth: Store, app: Store, reading: Reading) -> Loaders:
     return Loaders(
-        users_by_id=_loader(auth, load_users_by_id),
-        products_by_id=_loader(app, load_products_by_id),
-        carts_by_user=_loader(app, load_carts_by_user),
-        cart_items_by_cart=_loader(app, load_cart_items_by_cart),
-        orders_by_id=_loader(app, load_orders_by_id),
-        orders_by_user=_loader(app, load_orders_by_user),
-        order_items_by_order=_loader(app, load_order_items_by_order),
-        wallets_by_user=_loader(app, load_wallets_by_user),
-        transactions_by_id=_loader(app, load_transactions_by_id),
-        transactions_by_user=_loader(app, load_transactions_by_user),
+        users_by_id=_loader(auth, load_users_by_id, reading),
+        products_by_id=_loader(app, load_products_by_id, reading),
+        orders_by_id=_loader(app, load_orders_by_id, reading),
+        transactions_by_id=_loader(app, load_transactions_by_id, reading),
     )

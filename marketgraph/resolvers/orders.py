@@ -29,8 +29,7 @@ from marketgraph.db.models.base import new_id
 from marketgraph.errors import DomainError, ErrorCode
 from marketgraph.ids import decode_id, encode_id
 from marketgraph.resolvers.cart import lock_cart
-from marketgraph.resolvers.pagination import Page, PageKey, load_pages
-from marketgraph.resolvers.statements import many_per_key, one_per_key
+from marketgraph.resolvers.statements import one_per_key
 from marketgraph.resolvers.wallet import lock_wallet
 
 if TYPE_CHECKING:
@@ -43,17 +42,6 @@ MAX_IDEMPOTENCY_KEY = 128
 
 async def load_orders_by_id(conn: AsyncConnection, keys: list[uuid.UUID]) -> list[Row[Any] | None]:
     return await one_per_key(conn, ORDER_COLUMNS, Order.id, keys)
-
-
-async def load_orders_by_user(conn: AsyncConnection, keys: list[PageKey]) -> list[Page]:
-    """Each user's page of orders, newest first, in one statement."""
-    return await load_pages(conn, keys, ORDER_COLUMNS, Order.user_id, Order.id)
-
-
-async def load_order_items_by_order(
-    conn: AsyncConnection, keys: list[uuid.UUID]
-) -> list[list[Row[Any]]]:
-    return await many_per_key(conn, ORDER_ITEM_COLUMNS, OrderItem.order_id, OrderItem.id, keys)
 
 
 def format_order_number(market: str, sequence: int) -> str:
@@ -168,7 +156,7 @@ async def checkout(
             await _pay_from_wallet(session, user_id, order_id, total)
         await session.execute(delete(CartItem).where(CartItem.cart_id == cart_id))
         order = (await session.execute(select(*ORDER_COLUMNS).where(Order.id == order_id))).one()
-    _forget(ctx, user_id, cart_id)
+    _forget(ctx)
     return order
 
 
@@ -268,16 +256,10 @@ async def cancel_order(ctx: RequestContext, order_gid: str) -> Row[Any]:
                 .returning(*ORDER_COLUMNS)
             )
         ).one()
-    _forget(ctx, user_id, None)
+    _forget(ctx)
     return cancelled
 
 
-def _forget(ctx: RequestContext, user_id: uuid.UUID, cart_id: uuid.UUID | None) -> None:
-    """Drop what this request's loaders may have cached about rows the write changed."""
-    loaders = ctx.loaders_for(ctx.market.code)
-    loaders.wallets_by_user.clear(user_id)
-    loaders.products_by_id.clear_all()
-    loaders.orders_by_user.clear_all()
-    loaders.transactions_by_user.clear_all()
-    if cart_id is not None:
-        loaders.cart_items_by_cart.clear(cart_id)
+def _forget(ctx: RequestContext) -> None:
+    """Drop what this request's loaders read before the write changed it."""
+    ctx.forget_reads()

@@ -11,10 +11,9 @@ from typing import Any
 
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.orm import InstrumentedAttribute
 
 from marketgraph.errors import DomainError, ErrorCode
-from marketgraph.resolvers.statements import pages_by_owner
+from marketgraph.resolvers.statements import Column, pages_by_owner
 
 MAX_FIRST = 100
 
@@ -71,8 +70,8 @@ async def load_pages(
     conn: AsyncConnection,
     keys: list[PageKey],
     columns: Sequence[Any],
-    owner: InstrumentedAttribute[uuid.UUID],
-    key: InstrumentedAttribute[uuid.UUID],
+    owner: Column,
+    key: Column,
 ) -> list[Page]:
     """Each key's page, newest first, in ONE statement (see `statements.pages_by_owner`)."""
     params = {

@@ -21,7 +21,6 @@ from marketgraph.db.models.auth import User
 from marketgraph.db.models.base import new_id
 from marketgraph.errors import DomainError, ErrorCode
 from marketgraph.ids import decode_id
-from marketgraph.resolvers.pagination import Page, PageKey, load_pages
 from marketgraph.resolvers.statements import one_per_key
 
 if TYPE_CHECKING:
@@ -30,19 +29,6 @@ if TYPE_CHECKING:
 WALLET_COLUMNS = tuple(Wallet.__table__.c)
 TRANSACTION_COLUMNS = tuple(WalletTransaction.__table__.c)
 MAX_CREDIT = 10**12
-
-
-async def load_wallets_by_user(
-    conn: AsyncConnection, keys: list[uuid.UUID]
-) -> list[Row[Any] | None]:
-    return await one_per_key(conn, WALLET_COLUMNS, Wallet.user_id, keys)
-
-
-async def load_transactions_by_user(conn: AsyncConnection, keys: list[PageKey]) -> list[Page]:
-    """Each user's page of wallet transactions, newest first, in one statement."""
-    return await load_pages(
-        conn, keys, TRANSACTION_COLUMNS, WalletTransaction.user_id, WalletTransaction.id
-    )
 
 
 async def load_transactions_by_id(
@@ -149,9 +135,7 @@ async def grant_credit(
             session, user.key, amount_minor, WalletTransactionKind.GRANT, reason=reason
         )
     assert row is not None  # only external ids can repeat
-    loaders = ctx.loaders_for(user.market)
-    loaders.wallets_by_user.clear(user.key)
-    loaders.transactions_by_user.clear_all()
+    ctx.forget_reads()
     return user.market, row
 
 

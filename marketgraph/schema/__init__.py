@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from marketgraph.schema.documents import CheckedDocuments, DocumentRules, Documents
 from marketgraph.schema.root import Mutation, Query
@@ -55,9 +56,27 @@ class ExtraErrors(SchemaExtension):
         ]
 
 
+class ReadSnapshots(SchemaExtension):
+    """A query's loaders read each store in one snapshot (`context.Reads`), ended with the
+    execution; a mutation's reads see what its writes committed."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        reads = getattr(self.execution_context.context, "reads", None)
+        if reads is None:
+            yield
+            return
+        reads.snapshot = self.execution_context.operation_type is OperationType.QUERY
+        try:
+            yield
+        finally:
+            await reads.close()
+
+
 def build_schema(rules: DocumentRules | None = None) -> Schema:
     """The GraphQL schema, with the cache that checks its documents under `rules`."""
-    schema = Schema(query=Query, mutation=Mutation, extensions=[CheckedDocuments, ExtraErrors])
+    schema = Schema(
+        query=Query, mutation=Mutation, extensions=[CheckedDocuments, ExtraErrors, ReadSnapshots]
+    )
     schema.documents = Documents(schema._schema, rules or DocumentRules())
     return schema
 

@@ -4,32 +4,28 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import uuid
 from typing import Any
 
 import strawberry
-from sqlalchemy import Row
 from strawberry.scalars import JSON
 
 from marketgraph import markets
 from marketgraph.context import Info
 from marketgraph.db.models.auth import User as UserRow
 from marketgraph.ids import encode_id
-from marketgraph.policies import owner_or_admin
+from marketgraph.reads import derive
+from marketgraph.reads.derive import FromRow
 from marketgraph.reads.spec import Column, Converted, IdOf, MarketOf, TypeReads
 from marketgraph.resolvers import accounts, erasure
-from marketgraph.resolvers.pagination import PageKey, check_first, decode_cursor
 from marketgraph.schema.cart import USER_CART, Cart
-from marketgraph.schema.common import Node, edges_of, page_info
+from marketgraph.schema.common import Node
 from marketgraph.schema.markets import Market
-from marketgraph.schema.orders import USER_ORDERS, Order, OrderConnection, OrderEdge
+from marketgraph.schema.orders import USER_ORDERS, OrderConnection
 from marketgraph.schema.wallet import (
     USER_TRANSACTIONS,
     USER_WALLET,
     Wallet,
-    WalletTransaction,
     WalletTransactionConnection,
-    WalletTransactionEdge,
 )
 
 USER_READS = TypeReads(
@@ -67,7 +63,8 @@ class UserType(enum.Enum):
 
 
 @strawberry.type(description="A customer or staff account; lives in exactly one market.")
-class User(Node):
+class User(Node, FromRow):
+    READS = USER_READS
     market: Market
     phone: str | None = strawberry.field(description="E.164, e.g. +996700123456.")
     email: str | None
@@ -80,75 +77,14 @@ class User(Node):
     is_active: bool
     created_at: dt.datetime
     last_login_at: dt.datetime | None
-    user_id: strawberry.Private[uuid.UUID]
+    row: strawberry.Private[Any]
     market_data: strawberry.Private[markets.Market]
-
-    @strawberry.field
-    async def cart(self, info: Info) -> Cart:
-        self._check_reader(info)
-        return await Cart.of_user(info, self.user_id, self.market_data)
-
-    @strawberry.field
-    async def wallet(self, info: Info) -> Wallet:
-        self._check_reader(info)
-        return await Wallet.of_user(info, self.user_id, self.market_data)
-
-    @strawberry.field(description="Newest first.")
-    async def orders(
-        self, info: Info, first: int | None = 20, after: str | None = None
-    ) -> OrderConnection:
-        self._check_reader(info)
-        key = PageKey(self.user_id, check_first(first), decode_cursor(after))
-        page = await info.context.loaders_for(self.market_data.code).orders_by_user.load(key)
-        return OrderConnection(
-            edges=[
-                OrderEdge(cursor=c, node=n)
-                for c, n in edges_of(page, lambda r: Order.from_row(r, self.market_data))
-            ],
-            page_info=page_info(page.rows, page.has_next),
-        )
-
-    @strawberry.field(description="Newest first.")
-    async def transactions(
-        self, info: Info, first: int | None = 20, after: str | None = None
-    ) -> WalletTransactionConnection:
-        self._check_reader(info)
-        key = PageKey(self.user_id, check_first(first), decode_cursor(after))
-        loader = info.context.loaders_for(self.market_data.code).transactions_by_user
-        page = await loader.load(key)
-        return WalletTransactionConnection(
-            edges=[
-                WalletTransactionEdge(cursor=c, node=n)
-                for c, n in edges_of(
-                    page, lambda r: WalletTransaction.from_row(r, self.market_data)
-                )
-            ],
-            page_info=page_info(page.rows, page.has_next),
-        )
-
-    def _check_reader(self, info: Info) -> None:
-        """A user's business data is theirs and admins' only (an order's buyer, say)."""
-        owner_or_admin(info.context, self.user_id)
-
-    @classmethod
-    def from_row(cls, row: Row[Any], market: markets.Market) -> User:
-        return cls(
-            user_id=row.id,
-            market_data=market,
-            id=strawberry.ID(encode_id("User", market.code, row.id)),
-            market=Market.from_market(market),
-            phone=row.phone,
-            email=row.email,
-            first_name=row.first_name,
-            last_name=row.last_name,
-            timezone=row.timezone,
-            language=row.language,
-            user_type=UserType(row.user_type.value),
-            preferences=accounts.readable_preferences(row.preferences),
-            is_active=row.is_active,
-            created_at=row.created_at,
-            last_login_at=row.last_login_at,
-        )
+    cart: Cart = derive.field(USER_READS, "cart")
+    wallet: Wallet = derive.field(USER_READS, "wallet")
+    orders: OrderConnection = derive.field(USER_READS, "orders", "Newest first.")
+    transactions: WalletTransactionConnection = derive.field(
+        USER_READS, "transactions", "Newest first."
+    )
 
 
 @strawberry.type(description="A login code was sent; ask for another no sooner than resendAfter.")

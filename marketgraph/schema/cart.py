@@ -6,19 +6,20 @@ import uuid
 from typing import Any
 
 import strawberry
-from sqlalchemy import BigInteger, ColumnElement, FromClause, Row, cast, func, select
+from sqlalchemy import BigInteger, ColumnElement, FromClause, cast, func, select
 
 from marketgraph import markets
 from marketgraph.context import Info
 from marketgraph.db.models.app import Cart as CartRow
 from marketgraph.db.models.app import CartItem as CartItemRow
 from marketgraph.db.models.app import Product as ProductRow
-from marketgraph.ids import encode_id
 from marketgraph.policies import owner_or_admin
+from marketgraph.reads import derive
+from marketgraph.reads.derive import FromRow
 from marketgraph.reads.spec import Column, Computed, IdOf, Lookup, TypeReads
 from marketgraph.resolvers import cart
 from marketgraph.schema.catalog import Product
-from marketgraph.schema.common import Money, present
+from marketgraph.schema.common import Money
 
 
 def _line_total(item: FromClause) -> ColumnElement[Any]:
@@ -83,82 +84,35 @@ USER_CART = Lookup("Cart", key="id", by="user_id", stand_in=empty_cart, policy=o
 
 
 @strawberry.type(description="One product line of a cart, priced at the product's current price.")
-class CartItem:
+class CartItem(FromRow):
+    READS = CART_ITEM_READS
     id: strawberry.ID
     quantity: int
-    row: strawberry.Private[Row[Any]]
+    row: strawberry.Private[Any]
     market_data: strawberry.Private[markets.Market]
-
-    @strawberry.field
-    async def product(self, info: Info) -> Product:
-        row = await info.context.loaders_for(self.market_data.code).products_by_id.load(
-            self.row.product_id
-        )
-        return Product.from_row(present(row, "product"), self.market_data)
-
-    @strawberry.field(description="Quantity × the product's current price.")
-    async def line_total(self, info: Info) -> Money:
-        product = await info.context.loaders_for(self.market_data.code).products_by_id.load(
-            self.row.product_id
-        )
-        return Money.of(present(product, "product").price_minor * self.quantity, self.market_data)
-
-    @classmethod
-    def from_row(cls, row: Row[Any], market: markets.Market) -> CartItem:
-        return cls(
-            id=strawberry.ID(encode_id("CartItem", market.code, row.id)),
-            quantity=row.quantity,
-            row=row,
-            market_data=market,
-        )
+    product: Product = derive.field(CART_ITEM_READS, "product")
+    line_total: Money = derive.field(
+        CART_ITEM_READS, "lineTotal", "Quantity × the product's current price."
+    )
 
 
 @strawberry.type(description="The signed-in user's cart; checkout turns it into an order.")
-class Cart:
+class Cart(FromRow):
+    READS = CART_READS
     id: strawberry.ID
-    cart_id: strawberry.Private[uuid.UUID | None]
+    row: strawberry.Private[Any]
     market_data: strawberry.Private[markets.Market]
-
-    async def _items(self, info: Info) -> list[Row[Any]]:
-        if self.cart_id is None:
-            return []
-        loaders = info.context.loaders_for(self.market_data.code)
-        return await loaders.cart_items_by_cart.load(self.cart_id)
-
-    @strawberry.field
-    async def items(self, info: Info) -> list[CartItem]:
-        return [CartItem.from_row(row, self.market_data) for row in await self._items(info)]
-
-    @strawberry.field(description="Units in the cart, all items together.")
-    async def item_count(self, info: Info) -> int:
-        return sum(row.quantity for row in await self._items(info))
-
-    @strawberry.field(description="The sum of the line totals.")
-    async def subtotal(self, info: Info) -> Money:
-        rows = await self._items(info)
-        loader = info.context.loaders_for(self.market_data.code).products_by_id
-        products = await loader.load_many([row.product_id for row in rows])
-        total = sum(
-            present(p, "product").price_minor * row.quantity
-            for p, row in zip(products, rows, strict=True)
-        )
-        return Money.of(total, self.market_data)
-
-    @classmethod
-    async def of_user(cls, info: Info, user_id: uuid.UUID, market: markets.Market) -> Cart:
-        row = await info.context.loaders_for(market.code).carts_by_user.load(user_id)
-        # A user whose sign-up crashed before the cart was made still has an (empty) cart.
-        key = row.id if row is not None else user_id
-        return cls(
-            id=strawberry.ID(encode_id("Cart", market.code, key)),
-            cart_id=row.id if row is not None else None,
-            market_data=market,
-        )
+    items: list[CartItem] = derive.field(CART_READS, "items")
+    item_count: int = derive.field(
+        CART_READS, "itemCount", "Units in the cart, all items together."
+    )
+    subtotal: Money = derive.field(CART_READS, "subtotal", "The sum of the line totals.")
 
 
 async def viewer_cart(info: Info) -> Cart:
     ctx = info.context
-    return await Cart.of_user(info, ctx.require_user(), ctx.market)
+    cart: Cart = await derive.look_up(ctx, ctx.market, USER_CART, ctx.require_user())
+    return cart
 
 
 @strawberry.type

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from sqlalchemy import Row
 
 from marketgraph import markets
 from marketgraph.context import Info
 from marketgraph.db.models.app import Product as ProductRow
 from marketgraph.errors import DomainError, ErrorCode
-from marketgraph.ids import decode_id, encode_id
+from marketgraph.ids import decode_id
+from marketgraph.reads.derive import FromRow, register_connection
 from marketgraph.reads.spec import Column, IdOf, MarketOf, MoneyOf, TypeReads
 from marketgraph.resolvers import catalog
 from marketgraph.resolvers.pagination import check_first, decode_cursor
@@ -35,25 +35,16 @@ PRODUCT_READS = TypeReads(
 
 
 @strawberry.type(description="A product of one market's catalog, priced in its currency.")
-class Product(Node):
+class Product(Node, FromRow):
+    READS = PRODUCT_READS
     market: Market
     sku: str
     name: str
     description: str | None
     price: Money
     stock: int = strawberry.field(description="Units available now.")
-
-    @classmethod
-    def from_row(cls, row: Row[Any], market: markets.Market) -> Product:
-        return cls(
-            id=strawberry.ID(encode_id("Product", market.code, row.id)),
-            market=Market.from_market(market),
-            sku=row.sku,
-            name=row.name,
-            description=row.description,
-            price=Money.of(row.price_minor, market),
-            stock=row.stock,
-        )
+    row: strawberry.Private[Any]
+    market_data: strawberry.Private[markets.Market]
 
 
 @strawberry.type
@@ -66,6 +57,9 @@ class ProductEdge:
 class ProductConnection:
     edges: list[ProductEdge]
     page_info: PageInfo
+
+
+register_connection("Product", ProductConnection, ProductEdge)
 
 
 async def products(

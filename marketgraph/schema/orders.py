@@ -8,18 +8,19 @@ import operator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
-from sqlalchemy import Row
 
 from marketgraph import markets, policies
 from marketgraph.context import Info
 from marketgraph.db.models import app as models
 from marketgraph.errors import DomainError, ErrorCode
-from marketgraph.ids import decode_id, encode_id
+from marketgraph.ids import decode_id
 from marketgraph.policies import owner_or_admin
+from marketgraph.reads import derive
+from marketgraph.reads.derive import FromRow, register_connection
 from marketgraph.reads.spec import Column, IdOf, Lookup, MoneyOf, TypeReads
 from marketgraph.resolvers import orders
 from marketgraph.schema.catalog import Product
-from marketgraph.schema.common import Money, Node, PageInfo, present
+from marketgraph.schema.common import Money, Node, PageInfo
 
 if TYPE_CHECKING:
     from marketgraph.schema.accounts import User
@@ -69,66 +70,30 @@ class PaymentMethod(enum.Enum):
 
 
 @strawberry.type(description="One line of an order, at the price when it was placed.")
-class OrderItem:
+class OrderItem(FromRow):
+    READS = ORDER_ITEM_READS
     quantity: int
     unit_price: Money
     line_total: Money
-    row: strawberry.Private[Row[Any]]
+    row: strawberry.Private[Any]
     market_data: strawberry.Private[markets.Market]
-
-    @strawberry.field
-    async def product(self, info: Info) -> Product:
-        loader = info.context.loaders_for(self.market_data.code).products_by_id
-        row = present(await loader.load(self.row.product_id), "product")
-        return Product.from_row(row, self.market_data)
-
-    @classmethod
-    def from_row(cls, row: Row[Any], market: markets.Market) -> OrderItem:
-        return cls(
-            quantity=row.quantity,
-            unit_price=Money.of(row.unit_price_minor, market),
-            line_total=Money.of(row.unit_price_minor * row.quantity, market),
-            row=row,
-            market_data=market,
-        )
+    product: Product = derive.field(ORDER_ITEM_READS, "product")
 
 
 @strawberry.type(description="A placed order; its lines and total never change after checkout.")
-class Order(Node):
+class Order(Node, FromRow):
+    READS = ORDER_READS
     number: str = strawberry.field(description='Human-readable, per market: "KG-000042".')
     status: OrderStatus
     payment_method: PaymentMethod
     total: Money
     created_at: dt.datetime
-    row: strawberry.Private[Row[Any]]
+    row: strawberry.Private[Any]
     market_data: strawberry.Private[markets.Market]
-
-    @strawberry.field
-    async def user(
-        self, info: Info
-    ) -> Annotated[User, strawberry.lazy("marketgraph.schema.accounts")]:
-        from marketgraph.schema.accounts import User
-
-        loader = info.context.loaders_for(self.market_data.code).users_by_id
-        return User.from_row(present(await loader.load(self.row.user_id), "user"), self.market_data)
-
-    @strawberry.field
-    async def items(self, info: Info) -> list[OrderItem]:
-        loader = info.context.loaders_for(self.market_data.code).order_items_by_order
-        return [OrderItem.from_row(r, self.market_data) for r in await loader.load(self.row.id)]
-
-    @classmethod
-    def from_row(cls, row: Row[Any], market: markets.Market) -> Order:
-        return cls(
-            id=strawberry.ID(encode_id("Order", market.code, row.id)),
-            number=row.number,
-            status=OrderStatus(row.status.value),
-            payment_method=PaymentMethod(row.payment_method.value),
-            total=Money.of(row.total_minor, market),
-            created_at=row.created_at,
-            row=row,
-            market_data=market,
-        )
+    user: Annotated[User, strawberry.lazy("marketgraph.schema.accounts")] = derive.field(
+        ORDER_READS, "user"
+    )
+    items: list[OrderItem] = derive.field(ORDER_READS, "items")
 
 
 @strawberry.type
@@ -141,6 +106,9 @@ class OrderEdge:
 class OrderConnection:
     edges: list[OrderEdge]
     page_info: PageInfo
+
+
+register_connection("Order", OrderConnection, OrderEdge)
 
 
 async def order_by_id(info: Info, order_gid: str) -> Order:

@@ -8,14 +8,14 @@ import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
-from sqlalchemy import Row
 
 from marketgraph import markets
 from marketgraph.context import Info
 from marketgraph.db.models.app import Wallet as WalletRow
 from marketgraph.db.models.app import WalletTransaction as TransactionRow
-from marketgraph.ids import encode_id
 from marketgraph.policies import owner_or_admin
+from marketgraph.reads import derive
+from marketgraph.reads.derive import FromRow, register_connection
 from marketgraph.reads.spec import Column, IdOf, Lookup, MoneyOf, TypeReads
 from marketgraph.resolvers import wallet
 from marketgraph.schema.common import Money, Node, PageInfo
@@ -64,17 +64,16 @@ class WalletTransactionKind(enum.Enum):
 
 
 @strawberry.type(description="A user's stored value, in the market's currency.")
-class Wallet:
+class Wallet(FromRow):
+    READS = WALLET_READS
     balance: Money
-
-    @classmethod
-    async def of_user(cls, info: Info, user_id: uuid.UUID, market: markets.Market) -> Wallet:
-        row = await info.context.loaders_for(market.code).wallets_by_user.load(user_id)
-        return cls(balance=Money.of(row.balance_minor if row is not None else 0, market))
+    row: strawberry.Private[Any]
+    market_data: strawberry.Private[markets.Market]
 
 
 @strawberry.type(description="One movement of a wallet's balance.")
-class WalletTransaction(Node):
+class WalletTransaction(Node, FromRow):
+    READS = TRANSACTION_READS
     kind: WalletTransactionKind
     amount: Money = strawberry.field(
         description="Positive adds to the balance, negative takes from it."
@@ -83,32 +82,11 @@ class WalletTransaction(Node):
         description="The payment provider's session id, for TOP_UP."
     )
     created_at: dt.datetime
-    row: strawberry.Private[Row[Any]]
+    row: strawberry.Private[Any]
     market_data: strawberry.Private[markets.Market]
-
-    @strawberry.field(description="The order paid or refunded, if any.")
-    async def order(
-        self, info: Info
-    ) -> Annotated[Order, strawberry.lazy("marketgraph.schema.orders")] | None:
-        from marketgraph.schema.orders import Order
-
-        if self.row.order_id is None:
-            return None
-        loader = info.context.loaders_for(self.market_data.code).orders_by_id
-        row = await loader.load(self.row.order_id)
-        return Order.from_row(row, self.market_data) if row is not None else None
-
-    @classmethod
-    def from_row(cls, row: Row[Any], market: markets.Market) -> WalletTransaction:
-        return cls(
-            id=strawberry.ID(encode_id("WalletTransaction", market.code, row.id)),
-            kind=WalletTransactionKind(row.kind.value),
-            amount=Money.of(row.amount_minor, market),
-            external_id=row.external_id,
-            created_at=row.created_at,
-            row=row,
-            market_data=market,
-        )
+    order: Annotated[Order, strawberry.lazy("marketgraph.schema.orders")] | None = derive.field(
+        TRANSACTION_READS, "order", "The order paid or refunded, if any."
+    )
 
 
 @strawberry.type
@@ -121,6 +99,9 @@ class WalletTransactionEdge:
 class WalletTransactionConnection:
     edges: list[WalletTransactionEdge]
     page_info: PageInfo
+
+
+register_connection("WalletTransaction", WalletTransactionConnection, WalletTransactionEdge)
 
 
 @strawberry.type

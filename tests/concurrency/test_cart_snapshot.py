@@ -44,6 +44,7 @@ from marketgraph.db.databases import Databases
 from marketgraph.db.models.app import Cart, CartItem, Product
 from marketgraph.db.models.base import new_id
 from tests.factories import (  # noqa: F401 - fixtures are found by pytest
+    app_fixture,
     create_customer,
     create_product,
     http_fixture,
@@ -161,14 +162,6 @@ def tears(answers: list[Answer], states: set[Lines]) -> dict[str, list[Answer]]:
     }
     found = {name: [a for a in answers if check(a)] for name, check in checks.items()}
     return {name: torn for name, torn in found.items() if torn}
-
-
-@pytest.fixture(name="app")
-def planned_app_fixture(app_factory: Callable[..., Starlette]) -> Starlette:
-    """The server's default path, the planner, in both of the suite's modes: it reads a
-    store in one statement or one snapshot. Strawberry's loaders (the planner off) still
-    take a connection each, so their answers can mix snapshots — see the README."""
-    return app_factory(query_planner="on")
 
 
 async def test_cart_reads_see_one_snapshot_while_a_writer_rewrites_the_cart(

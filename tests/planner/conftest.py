@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,7 @@ from marketgraph.db.models.base import new_id
 from marketgraph.resolvers.pagination import encode_cursor
 from tests.conftest import build_app
 from tests.factories import (
+    SqlCounter,
     add_cart_item,
     create_customer,
     create_order,
@@ -292,6 +294,7 @@ class Pair:
     on_client: httpx.AsyncClient
     off_client: httpx.AsyncClient
     headers: dict[str, dict[str, str]]  # caller -> headers
+    counter: SqlCounter  # statements per store, of whichever app sent them
 
     def planned(self) -> float:
         return outcome(self.on, "planned")
@@ -325,8 +328,8 @@ def caller_headers(app: Starlette, seeded: Seeded) -> dict[str, dict[str, str]]:
 async def pair(app_factory: Callable[..., Starlette], seeded: Seeded) -> AsyncIterator[Pair]:
     on = app_factory(query_planner="on")
     off = app_factory(query_planner="off")
-    async with http_client(on) as on_client, http_client(off) as off_client:
-        yield Pair(on, off, on_client, off_client, caller_headers(on, seeded))
+    async with counted(on) as counter, http_client(on) as on_client, http_client(off) as off_client:
+        yield Pair(on, off, on_client, off_client, caller_headers(on, seeded), counter)
 
 
 @pytest.fixture
@@ -335,5 +338,17 @@ async def one_database(shared_stores: Databases) -> AsyncIterator[tuple[Pair, Se
     seeded = await seed(shared_stores)
     on = build_app(shared_stores, query_planner="on")
     off = build_app(shared_stores, query_planner="off")
-    async with http_client(on) as on_client, http_client(off) as off_client:
-        yield Pair(on, off, on_client, off_client, caller_headers(on, seeded)), seeded
+    async with counted(on) as counter, http_client(on) as on_client, http_client(off) as off_client:
+        headers = caller_headers(on, seeded)
+        yield Pair(on, off, on_client, off_client, headers, counter), seeded
+
+
+@asynccontextmanager
+async def counted(app: Starlette) -> AsyncIterator[SqlCounter]:
+    """A statement counter on the stores both apps of a pair share."""
+    counter = SqlCounter(app.state.services.databases)
+    counter.install()
+    try:
+        yield counter
+    finally:
+        counter.remove()

@@ -177,10 +177,30 @@ async def compare(
     Returns the planner-off answer, decoded."""
     headers = pair.headers[caller]
     before = outcome(pair.on, "planned")
-    on = await send(pair.on_client, query, variables, operation_name, headers, get)
+    with pair.counter.counting() as counted:
+        on = await send(pair.on_client, query, variables, operation_name, headers, get)
+    planned_statements = dict(counted)
     planned = outcome(pair.on, "planned") > before
-    off = await send(pair.off_client, query, variables, operation_name, headers, get)
+    with pair.counter.counting() as counted:
+        off = await send(pair.off_client, query, variables, operation_name, headers, get)
+    strawberry_statements = dict(counted)
     tally.requests += 1
+    more = {
+        store: n
+        for store, n in planned_statements.items()
+        if n > strawberry_statements.get(store, 0)
+    }
+    # The planner never reads a store more often than Strawberry. (Compared on answers
+    # without errors: after an error Strawberry may leave sibling batches running, which
+    # end after its answer, in the next request's count.)
+    clean = b'"errors"' not in on.content and b'"errors"' not in off.content
+    if planned and clean and more:
+        tally.failures.append(
+            f"{label} as {caller}: more statements planned than Strawberry's\n"
+            f"  query: {' '.join(query.split())}\n"
+            f"  variables: {json.dumps(variables, ensure_ascii=False)}\n"
+            f"  planned {planned_statements}, Strawberry {strawberry_statements}"
+        )
     tally.documents.add(query)
     if on.status_code != off.status_code or on.content != off.content:
         tally.failures.append(
