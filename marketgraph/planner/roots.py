@@ -202,13 +202,21 @@ def market_root(rc: RootCompiler, label: str, nodes: list[FieldNode], args: Argu
 
 def viewer_root(rc: RootCompiler, label: str, nodes: list[FieldNode], args: Arguments) -> Child:
     group = rc.by_id("User", node=False)
+    steps = len(group.shape.steps)
     plan, _ = group.add(rc.shapes, nodes, _viewer_id, "")
+    # The viewer's lookups on the other store are keyed by its id, known from the token:
+    # with the stores on two databases, they need not wait for the user's row.
+    known = [step for step in group.shape.steps[steps:] if step.key == "id"]
 
     async def answer(run: Run) -> Any:
         ctx = run.ctx
         if ctx.principal is None or ctx.principal.user_id is None:
             return None
-        row = await group.one(run, ctx.market, ctx.require_user())
+        user_id = ctx.require_user()
+        if run.concurrent:
+            for step in known:
+                step.prefetch(run, [user_id], ctx.market)
+        row = await group.one(run, ctx.market, user_id)
         return (await plan.build(run, [row], ctx.market))[0] if row is not None else None
 
     return _single(answer)

@@ -1,7 +1,7 @@
 """What a planned read needs at run time: the request context, its variables, and one raw
 driver connection per store, with statements compiled once per schema.
 
-The planner runs the loaders' own Core statements (`resolvers/statements.py`), compiled
+The planner runs Core statements built from the read specs (`planner/shapes.py`), compiled
 once per store schema to SQL text and executed on the asyncpg connection under the
 SQLAlchemy pool, so a request pays the driver's cost and not the ORM's. Each database gets
 one connection per request (acquired on first use, released when the run ends);
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +91,7 @@ class Run:
         self.snapshot = snapshot
         self._once: dict[Hashable, asyncio.Future[Any]] = {}
         self._dropped: set[int] = set()  # handles whose connection was terminated
+        self._background: list[asyncio.Task[Any]] = []
         self._connections: dict[int, asyncio.Future[_Connection]] = {}
         self._handles: list[PoolProxiedConnection] = []  # every one taken, closed at the end
         # Sibling branches run concurrently only when they can reach different databases:
@@ -101,7 +102,17 @@ class Run:
     async def __aenter__(self) -> Run:
         return self
 
+    def background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` beside the request's other statements; the run waits for it (or
+        cancels it) before it ends, so no statement outlives its connection."""
+        self._background.append(asyncio.ensure_future(work))
+
     async def __aexit__(self, *exc: object) -> None:
+        for task in self._background:
+            if not task.done():
+                task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         for pending in self._connections.values():
             if pending.done() and not pending.cancelled() and pending.exception() is None:
                 connection = pending.result()

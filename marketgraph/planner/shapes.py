@@ -158,8 +158,9 @@ class Step:
         columns = [keys.c.idx, *(r.sql(keys.c.key) for r in self.relations)]
         self.statement = CompiledStatement(select(*columns).select_from(keys).order_by(keys.c.idx))
 
-    async def rows(self, run: Run, sources: list[Any], keys: list[Any], market: Market) -> Any:
-        """The statement's rows for this level (run once, whichever lookup asks first)."""
+    async def rows(self, run: Run, keys: list[Any], market: Market) -> Any:
+        """The statement's rows for these keys (run once, whichever lookup asks first — or
+        before, when the keys were known up front: `prefetch`)."""
         assert self.statement is not None
         statement = self.statement
 
@@ -170,7 +171,11 @@ class Step:
             store = run.ctx.databases.store(market.code, self.role)
             return await run.fetch(store, statement, params)
 
-        return await run.once((id(self), id(sources)), fetch)
+        return await run.once((id(self), market.code, tuple(keys)), fetch)
+
+    def prefetch(self, run: Run, keys: list[Any], market: Market) -> None:
+        """Start this step now, beside the statement its keys would otherwise wait for."""
+        run.background(self.rows(run, keys, market))
 
 
 class Shape:
@@ -388,7 +393,7 @@ def _stepped(relation: Relation, step: Step) -> Any:
     async def resolve(run: Run, sources: list[Any], market: Market) -> list[Any]:
         keys = [p[key_slot] for p in sources]
         _check(run, relation, keys)
-        rows = await step.rows(run, sources, keys, market)
+        rows = await step.rows(run, keys, market)
         return await relation.deliver(run, [r[relation.slot] for r in rows], keys, market)
 
     return resolve
