@@ -198,6 +198,7 @@ def create_app(settings: Settings | None = None, schema: Schema | None = None) -
                 metrics=metrics,
                 shadow=settings.query_planner == "shadow",
                 max_depth=settings.max_variables_depth,
+                explain=not settings.is_production,
             )
         )
     graphql = GraphQLView(schema, settings)

@@ -10,7 +10,9 @@ answered here instead, as Strawberry would only meet them again after the same w
 caller refused before execution (bad credentials, an unknown market, the key-value store
 or an API key's store down), and a store that is down during the planned run.
 
-`QUERY_PLANNER=shadow` answers with Strawberry and logs any difference from the plan.
+`QUERY_PLANNER=shadow` answers with Strawberry and logs any difference from the plan. In
+development, a planned answer to a request with `X-Explain: 1` carries its plan in
+`extensions.plan` (what `marketgraph plan explain` prints).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from marketgraph.graphql_http import GraphQLParams, RequestRefused, request_para
 from marketgraph.metrics import Metrics
 from marketgraph.middleware import header, route_path
 from marketgraph.planner import Fallback, Planner
+from marketgraph.planner.explain import describe
 from marketgraph.services import Services
 
 log = structlog.get_logger(__name__)
@@ -36,9 +39,16 @@ class PlannedReads:
     """Answers the planner's operations; hands everything else to `app` unchanged."""
 
     def __init__(
-        self, app: ASGIApp, planner: Planner, metrics: Metrics, shadow: bool, max_depth: int
+        self,
+        app: ASGIApp,
+        planner: Planner,
+        metrics: Metrics,
+        shadow: bool,
+        max_depth: int,
+        explain: bool = False,
     ) -> None:
         self.app = app
+        self.explain = explain  # development: `X-Explain: 1` adds the plan to the answer
         self.planner = planner
         self.metrics = metrics
         self.shadow = shadow
@@ -86,7 +96,11 @@ class PlannedReads:
         scope["state"]["context"] = context  # should Strawberry answer, it needs no other
         try:
             data = await self.planner.execute(prepared, context)
-            answer = orjson.dumps({"data": data})
+            if self.explain and header(scope, b"x-explain"):
+                plan = describe(prepared.operation, context.market.code)
+                answer = orjson.dumps({"data": data, "extensions": {"plan": plan}})
+            else:
+                answer = orjson.dumps({"data": data})
         except Exception as exc:
             if isinstance(exc, ServiceUnavailableError) or is_unavailable(exc):
                 # Strawberry would wait for the same store again: answer now.

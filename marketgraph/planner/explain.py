@@ -12,6 +12,7 @@ from typing import Any
 
 from marketgraph.db.topology import StoreKey
 from marketgraph.planner import Planner
+from marketgraph.planner.roots import Operation
 from marketgraph.planner.shapes import Shape
 from marketgraph.schema import Schema
 
@@ -27,8 +28,12 @@ def explain(
     operation, reason = planner.compile(query, operation_name, variables)
     if operation is None:
         return f"not planned: {reason}\nStrawberry's execution answers this document.\n"
-    lines = ["planned", ""]
-    lines.extend(operation.lines)
+    return "\n".join(["planned", "", *describe(operation, market)]) + "\n"
+
+
+def describe(operation: Operation, market: str) -> list[str]:
+    """The plan's steps, statements per store, snapshot, and SQL for `market`'s schemas."""
+    lines = list(operation.lines)
     counts = ", ".join(f"{role} {n}" for role, n in sorted(operation.statements.items()))
     lines += ["", f"statements per store, at most: {counts or 'none'}"]
     if operation.snapshot:
@@ -52,7 +57,7 @@ def explain(
                 f"parameters {list(order)}",
                 sql,
             ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _steps(shape: Shape, depth: int = 1) -> list[tuple[int, Any]]:
