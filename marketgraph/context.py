@@ -85,8 +85,17 @@ class Reads:
             self.snapshot = False
             opened, self._open = self._open, {}
         for conn, turn in opened.values():
-            async with turn:
-                await conn.close()
+            # Shielded: a request cancelled now (its client gone) still returns the
+            # connection to the pool, rather than leaving it to the garbage collector.
+            await asyncio.shield(_close(conn, turn))
+
+
+async def _close(conn: AsyncConnection, turn: asyncio.Lock) -> None:
+    async with turn:
+        try:
+            await conn.close()
+        except Exception:
+            await conn.invalidate()
 
 
 @dataclass(frozen=True, slots=True)
