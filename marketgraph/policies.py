@@ -59,7 +59,7 @@ def reachable_market(ctx: RequestContext, code: str, message: str = "Not found")
     return market
 
 
-def any_market(ctx: RequestContext, code: str, message: str = "Not found") -> Market | None:
+def any_market(ctx: RequestContext, code: str) -> Market | None:
     """Catalog data of any market is public: the market of `code`, or None when unknown."""
     return ctx.markets.get(code)
 

@@ -28,17 +28,10 @@ class ObjectPlan:
     type_name: str
     entries: list[tuple[str, str | None]] = field(default_factory=list)  # (key, expr|child)
     children: list[Child] = field(default_factory=list)
-    columns: list[str] = field(default_factory=list)  # row columns the expressions read
     env: dict[str, Any] = field(default_factory=dict)
     levels: dict[str, str] = field(default_factory=dict)  # expression -> name, once per build
     indexed: bool = False  # an entry reads a per-source level list by the row's index
     _builder: Callable[..., list[dict[str, Any]]] | None = None
-
-    def column(self, name: str) -> str:
-        """The expression reading column `name` of a row source (selected in this order)."""
-        if name not in self.columns:
-            self.columns.append(name)
-        return f"p[{self.columns.index(name)}]"
 
     def helper(self, name: str, value: Any) -> str:
         self.env[name] = value

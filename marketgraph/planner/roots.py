@@ -44,6 +44,15 @@ class Operation:
     sql: list[tuple[str, Role, CompiledStatement]] = field(default_factory=list)
     shapes: list[tuple[str, Shape]] = field(default_factory=list)  # each root statement's
 
+    def describe(
+        self, label: str, shape: Shape, statement: CompiledStatement, rows: str = "rows"
+    ) -> None:
+        """Record a root statement for `plan explain`: what it reads, fuses and sends."""
+        self.lines.append(f"{label}: {shape.spec.name} {rows} on {shape.spec.role}")
+        self.lines.extend("  " + line for line in shape.describe())
+        self.sql.append((label, shape.spec.role, statement))
+        self.shapes.append((label, shape))
+
     @property
     def snapshot(self) -> bool:
         """Several statements on one store must share a snapshot (one is one by itself)."""
@@ -81,12 +90,7 @@ class ByIds:
         self.statement = CompiledStatement(
             select(*self.shape.select_list(table)).where(table.c.id == any_(keys_param()))
         )
-        operation.lines.append(
-            f"{label}: {self.shape.spec.name} rows by id on {self.shape.spec.role}"
-        )
-        operation.lines.extend("  " + line for line in self.shape.describe())
-        operation.sql.append((label, self.shape.spec.role, self.statement))
-        operation.shapes.append((label, self.shape))
+        operation.describe(label, self.shape, self.statement, "rows by id")
 
     async def one(self, run: Run, market: Market, key: Any) -> Any:
         """The row of `key` in `market`, read with every other id of the operation there."""
@@ -117,10 +121,7 @@ class ByIds:
 def _count(operation: Operation, label: str, shape: Shape, statement: CompiledStatement) -> None:
     operation.statements[shape.spec.role] += 1
     operation.statements.update(shape.statements())
-    operation.lines.append(f"{label}: {shape.spec.name} rows on {shape.spec.role}")
-    operation.lines.extend("  " + line for line in shape.describe())
-    operation.sql.append((label, shape.spec.role, statement))
-    operation.shapes.append((label, shape))
+    operation.describe(label, shape, statement)
 
 
 class RootCompiler:

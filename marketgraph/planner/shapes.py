@@ -75,10 +75,6 @@ class Relation:
     key_slot: int = 0  # the parent's key column
     slot: int = 0  # fused: the parent's slot holding the value; by a step: the step's
 
-    @property
-    def params_owned(self) -> tuple[str, ...]:
-        return (f"limit_{self.number}", f"after_{self.number}") if self.lookup.page else ()
-
     def sql(self, parent_key: ColumnElement[Any]) -> ColumnElement[Any]:
         """The lookup as a subquery correlated to `parent_key`."""
         target = self.child.spec.table.alias()

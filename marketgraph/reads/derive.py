@@ -22,7 +22,6 @@ from strawberry.utils.str_converters import to_snake_case
 
 from marketgraph import markets
 from marketgraph.context import Info, RequestContext
-from marketgraph.errors import DomainError, ErrorCode
 from marketgraph.ids import encode_id
 from marketgraph.reads.spec import (
     Column,
@@ -38,7 +37,7 @@ from marketgraph.reads.spec import (
 )
 from marketgraph.resolvers.pagination import PageKey, check_first, decode_cursor, load_pages
 from marketgraph.resolvers.statements import keys_param, many_per_key, one_per_key
-from marketgraph.schema.common import Money, edges_of, page_info
+from marketgraph.schema.common import Money, edges_of, page_info, present
 from marketgraph.schema.markets import Market
 
 # GraphQL type name -> its Strawberry class, and the Relay classes of its connection.
@@ -114,7 +113,7 @@ async def look_up(ctx: RequestContext, market: markets.Market, entry: Lookup, ke
         if entry.stand_in is not None:
             found = SimpleNamespace(**entry.stand_in(key))
         elif entry.required is not None:
-            raise DomainError(ErrorCode.NOT_FOUND, f"The {entry.required} no longer exists")
+            found = present(found, entry.required)  # NOT_FOUND, the reference's wording
         else:
             return None
     return target.from_row(found, market)

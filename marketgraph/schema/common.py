@@ -53,7 +53,7 @@ def edges_of(page: Page, make_node: Callable[[Row[Any]], T]) -> list[tuple[str, 
     return [(encode_cursor(row.id), make_node(row)) for row in page.rows]
 
 
-def present(row: Row[Any] | None, what: str) -> Row[Any]:
+def present(row: Any, what: str) -> Any:
     """A row a non-null field needs; its absence (a broken cross-store reference) is
     `NOT_FOUND` rather than a crash."""
     if row is None:
