@@ -6,12 +6,13 @@ import gc
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import strawberry
 import structlog
 from cross_web import HTTPException, StarletteRequestAdapter
+from graphql import GraphQLError, OperationType
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -25,14 +26,25 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
+from marketgraph import tracing
 from marketgraph.context import RequestContext, request_context
 from marketgraph.edge import Edge, EdgeLimits
-from marketgraph.errors import DomainError, ErrorCode, error_body, format_error, refusal_body
-from marketgraph.graphql_http import RequestRefused, request_params
+from marketgraph.errors import DomainError, format_error, refusal_body
+from marketgraph.graphiql import asset_routes, graphiql_page
+from marketgraph.graphql_http import (
+    RequestRefused,
+    answer_media_type,
+    executed_answer,
+    known_params,
+    read_request,
+    refused_answer,
+    request_error_answer,
+)
 from marketgraph.health import health_routes
 from marketgraph.logs import configure_logging
 from marketgraph.metrics import Metrics, MetricsMiddleware, count_statements, metrics_endpoint
 from marketgraph.middleware import RequestIdMiddleware
+from marketgraph.persisted import PersistedDocuments
 from marketgraph.planned_reads import PlannedReads
 from marketgraph.planner import Planner
 from marketgraph.schema import Schema, build_schema
@@ -46,6 +58,19 @@ log = structlog.get_logger(__name__)
 SWITCH_INTERVAL = 0.0005
 
 
+_OUTCOME = "graphql_outcome"
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What `process_result` saw, for `run` to set the answer's status and headers."""
+
+    request_error: bool
+    ok: bool
+    code: str | None
+    extensions: dict[str, Any]
+
+
 class _RequestAdapter(StarletteRequestAdapter):
     """Strawberry's view of a Starlette request, with its ASGI scope (where the request's
     parameters are kept once read)."""
@@ -57,16 +82,19 @@ class _RequestAdapter(StarletteRequestAdapter):
 
 class GraphQLView(GraphQL[RequestContext, None]):
     """Strawberry over Starlette: builds the typed context, reads the request's parameters
-    once (`graphql_http`), formats errors, encodes with orjson; every refusal is JSON."""
+    once (`graphql_http`), formats errors, encodes with orjson, answers in the negotiated
+    media type with GraphQL over HTTP's statuses; every refusal is JSON."""
 
     request_adapter_class = _RequestAdapter
 
-    def __init__(self, schema: strawberry.Schema, settings: Settings) -> None:
+    def __init__(self, schema: Schema, settings: Settings, persisted: PersistedDocuments) -> None:
         super().__init__(
             schema,
             graphql_ide=None if settings.is_production else "graphiql",
             allow_queries_via_get=True,
         )
+        self.documents = schema.documents
+        self.persisted = persisted
         self.max_variables_depth = settings.max_variables_depth
 
     async def get_context(
@@ -78,11 +106,34 @@ class GraphQLView(GraphQL[RequestContext, None]):
             return known
         return await request_context(request.scope, request.app.state.services)
 
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """The self-hosted GraphiQL (`marketgraph.graphiql`): Strawberry's page loads its
+        scripts from a CDN, and stays at "Loading..." without internet access."""
+        services: Services = request.app.state.services
+        return graphiql_page(services.settings.default_market)
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        """GraphiQL's page for a browser's GET (`text/html`) that names no operation: not
+        for `*/*` (curl, a CDN) nor for a persisted read sent by id."""
+        params = request.query_params
+        return (
+            request.method == "GET"
+            and "text/html" in request.headers.get("accept", "")
+            and not any(name in params for name in ("query", "extensions", "documentId"))
+        )
+
     async def parse_http_body(self, request: _RequestAdapter) -> GraphQLRequestData:  # type: ignore[override]
         if request.method == "POST" and "application/json" not in (request.content_type or ""):
-            raise RequestRefused("Send the request as JSON (Content-Type: application/json)")
+            raise RequestRefused(
+                "Send the request as JSON (Content-Type: application/json)", status=415
+            )
         body = await request.get_body() if request.method == "POST" else None
-        params = request_params(request.scope, body, self.max_variables_depth)
+        services: Services = request.scope["app"].state.services
+        params = await read_request(
+            request.scope, body, self.max_variables_depth, self.persisted, services.kv
+        )
+        if request.method == "GET" and params.query is not None:
+            await self._refuse_mutation(params.query, params.operation_name)
         return GraphQLRequestData(
             query=params.query,
             variables=params.variables,
@@ -98,29 +149,77 @@ class GraphQLView(GraphQL[RequestContext, None]):
         unknown market, a store that is down, a malformed request) still answers JSON."""
         request_id = request.scope.get("state", {}).get("request_id")
         try:
-            return await super().run(request, context, root_value)
+            response = await super().run(request, context, root_value)
         except DomainError as exc:
-            return Response(refusal_body(exc, request_id), media_type="application/json")
+            media_type = getattr(known_params(request.scope), "media_type", None)
+            answer = request_error_answer(
+                request.scope,
+                media_type or answer_media_type(request.scope),
+                exc.code,
+                exc.extensions,
+                refusal_body(exc, request_id),
+            )
         except RequestRefused as exc:
-            body = error_body(exc.code, exc.message, request_id, **exc.extensions)
-            return Response(body, status_code=exc.status, media_type="application/json")
+            answer = refused_answer(request.scope, exc, request_id)
         except HTTPException as exc:  # Strawberry's own refusals: no query, a bad method, ...
-            body = error_body(ErrorCode.BAD_USER_INPUT, exc.reason, request_id)
-            return Response(body, status_code=exc.status_code, media_type="application/json")
+            headers = {"allow": "GET, POST"} if exc.status_code == 405 else {}
+            refused = RequestRefused(exc.reason, exc.status_code, headers)
+            answer = refused_answer(request.scope, refused, request_id)
+        else:
+            outcome = request.scope["state"].pop(_OUTCOME, None)
+            params = known_params(request.scope)
+            if outcome is None or params is None:
+                return response  # GraphiQL's page
+            if outcome.request_error:
+                answer = request_error_answer(
+                    request.scope, params.media_type, outcome.code, outcome.extensions, b""
+                )
+            else:
+                cache_seconds = self.persisted.cache_seconds
+                answer = executed_answer(request.scope, params, b"", outcome.ok, cache_seconds)
+            response.status_code = answer.status
+            response.headers.update(answer.headers)
+            return response
+        return Response(answer.body, status_code=answer.status, headers=answer.headers)
+
+    async def _refuse_mutation(self, query: str, operation_name: str | None) -> None:
+        """GET runs queries only (a link or a prefetch must not change anything): a
+        mutation is refused with 405, as GraphQL over HTTP says."""
+        checked = await self.documents.check_async(query)
+        if checked.document is None or checked.errors:
+            return  # Strawberry words the document's own errors
+        try:
+            operation = checked.operation(operation_name)
+        except GraphQLError:
+            return
+        if operation.operation is not OperationType.QUERY:
+            raise RequestRefused(
+                f"A {operation.operation.value} cannot be sent with GET: use POST",
+                status=405,
+                headers={"allow": "POST"},
+            )
 
     async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
         request_id = request.scope.get("state", {}).get("request_id")
-        data: GraphQLHTTPResponse = {"data": result.data}
+        # Errors without a path before any data: the request failed before execution (a
+        # syntax or validation error, variables that do not coerce), so no `data` key.
+        request_error = result.data is None and all(e.path is None for e in result.errors or ())
+        data: GraphQLHTTPResponse = {} if request_error else {"data": result.data}
+        first: dict[str, Any] = {}
         if result.errors:
             errors = [format_error(e, request_id) for e in result.errors]
             data["errors"] = [e.formatted for e in errors]
+            first = errors[0].extensions or {}
             metrics: Metrics = request.app.state.metrics
             for error in errors:
                 metrics.graphql_errors.labels(str((error.extensions or {}).get("code"))).inc()
         if result.extensions:
             data["extensions"] = result.extensions
+        request.scope["state"][_OUTCOME] = _Outcome(
+            request_error, not result.errors, first.get("code"), first
+        )
         return data
 
     def encode_json(self, data: object) -> bytes:
@@ -137,6 +236,7 @@ def install_services(app: Starlette, services: Services) -> None:
     """Hand open services to the app: requests borrow them, metrics watch them."""
     app.state.services = services
     count_statements(services.databases)
+    tracing.trace_statements(services.databases)
     app.state.metrics.watch_pools(services.databases)
 
 
@@ -145,6 +245,7 @@ def create_app(settings: Settings | None = None, schema: Schema | None = None) -
     the lifespan starts."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
+    tracing.setup()  # before the schema: its extension is there only when tracing is on
     schema = schema or build_schema(DocumentRules.from_settings(settings))
 
     @asynccontextmanager
@@ -164,7 +265,11 @@ def create_app(settings: Settings | None = None, schema: Schema | None = None) -
             "marketgraph started",
             environment=settings.environment,
             markets=list(settings.markets.codes),
-            stores=[str(key) for key in services.databases.topology],
+            # Where each store lives, said without its URL (and so without a password).
+            stores={
+                str(loc.key): f"database {loc.url.database} ({loc.source})"
+                for loc in services.databases.topology
+            },
             kv=services.kv.backend,
         )
         try:
@@ -174,7 +279,11 @@ def create_app(settings: Settings | None = None, schema: Schema | None = None) -
             await services.close()
 
     metrics = Metrics()
-    middleware = [Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware, metrics=metrics)]
+    middleware = [
+        Middleware(RequestIdMiddleware),
+        *tracing.middleware(),  # the request's span, with its id
+        Middleware(MetricsMiddleware, metrics=metrics),
+    ]
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -188,6 +297,12 @@ def create_app(settings: Settings | None = None, schema: Schema | None = None) -
     # Inside CORS, so that browsers can read its refusals too.
     edge_limits = EdgeLimits.from_settings(settings)
     middleware.append(Middleware(Edge, limits=edge_limits, metrics=metrics))
+    persisted = PersistedDocuments(
+        settings.persisted_documents,
+        settings.manifest_path,
+        schema.documents,
+        cache_seconds=settings.public_cache_seconds,
+    )
     planner = Planner(schema) if settings.query_planner != "off" else None
     if planner is not None:
         # Innermost: planned reads still get a request id, metrics, CORS headers and limits.
@@ -198,16 +313,18 @@ def create_app(settings: Settings | None = None, schema: Schema | None = None) -
                 metrics=metrics,
                 shadow=settings.query_planner == "shadow",
                 max_depth=settings.max_variables_depth,
+                persisted=persisted,
                 explain=not settings.is_production,
             )
         )
-    graphql = GraphQLView(schema, settings)
+    graphql = GraphQLView(schema, settings, persisted)
     routes = [
-        Route("/graphql", graphql, methods=["GET", "POST"]),
+        Route("/graphql", graphql),  # any method: the view answers others 405, in JSON
         Route("/.well-known/jwks.json", jwks),
         Route("/metrics", metrics_endpoint),
         *health_routes(),
         *webhook_routes(),
+        *([] if settings.is_production else asset_routes()),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.metrics = metrics

@@ -83,6 +83,7 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
         error = run(_budget_error(settings))
         if error is not None:
             _fail(error)
+    _announce(settings, host, port, workers, reload)
     uvicorn.run(
         "marketgraph.app:create_app_from_env",
         factory=True,
@@ -102,6 +103,30 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
 
 def _exit_normally(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+def _announce(settings: Settings, host: str, port: int, workers: int, reload: bool) -> None:
+    """Show the first screen (URLs, stores, how to sign in) once the server answers: from this
+    process, so once however many workers there are."""
+    import socket
+
+    from marketgraph.banner import announce_when_ready, first_demo_phones, first_screen
+    from marketgraph.db.databases import prepare_topology
+    from marketgraph.logs import configure_logging
+
+    # Workers configure their own logging; this process needs it for LOG_FORMAT=json.
+    configure_logging(settings.log_level, settings.log_format)
+    screen = first_screen(
+        settings,
+        run(prepare_topology(settings)),
+        host=host,
+        port=port,
+        workers=workers,
+        reload=reload,
+        demo_phones=first_demo_phones(settings.markets),
+        hostname=socket.gethostname(),
+    )
+    announce_when_ready(screen, settings.log_format)
 
 
 async def _budget_error(settings: Settings) -> ConfigError | None:
@@ -439,6 +464,75 @@ def plan_explain(
     text = sys.stdin.read() if query == "-" else query
     values = orjson.loads(variables) if variables else None
     click.echo(explain(build_schema(), text, operation_name, values, market), nl=False)
+
+
+@cli.group()
+def documents() -> None:
+    """Persisted documents: the manifest of trusted documents (PERSISTED_DOCUMENTS)."""
+
+
+@documents.command("add")
+@click.argument(
+    "manifests", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
+)
+def documents_add(manifests: tuple[Path, ...]) -> None:
+    """Check each document of MANIFESTS against the schema and add them to the server's
+    manifest (PERSISTED_DOCUMENTS_MANIFEST); running servers pick them up without a restart.
+    Reads graphql-codegen's persisted-documents.json, Relay's queryMap.json and Apollo's
+    persisted-query manifest. Nothing is written when one fails."""
+    from marketgraph.persisted import read_manifest, write_manifest
+    from marketgraph.schema import build_schema
+    from marketgraph.schema.documents import DocumentRules
+
+    settings = load_settings()
+    incoming: dict[str, str] = {}
+    for manifest in manifests:
+        try:
+            incoming.update(read_manifest(manifest.read_bytes()))
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(f"{manifest}: {exc}") from None
+    checker = build_schema(DocumentRules.from_settings(settings)).documents
+    problems = []
+    for document_id, text in incoming.items():
+        checked = checker.check(text)
+        if checked.document is None or checked.errors:
+            problems.append(f"{document_id}: {checked.errors[0].message}")
+    target = settings.manifest_path
+    current = read_manifest(target.read_bytes()) if target.exists() else {}
+    problems += [
+        f"{document_id}: a different document has this id in {target}"
+        for document_id, text in incoming.items()
+        if current.get(document_id, text) != text
+    ]
+    if problems:
+        raise click.ClickException(
+            f"{len(problems)} document(s) refused; nothing written:\n  " + "\n  ".join(problems)
+        )
+    added = len(incoming.keys() - current.keys())
+    write_manifest(target, {**current, **incoming})
+    click.echo(
+        f"{added} added, {len(incoming) - added} known already; {target} holds "
+        f"{len(current) + added}"
+    )
+
+
+@documents.command("list")
+def documents_list() -> None:
+    """Print each trusted document's id and operation names."""
+    from graphql import OperationDefinitionNode, parse
+
+    from marketgraph.persisted import read_manifest
+
+    target = load_settings().manifest_path
+    if not target.exists():
+        raise click.ClickException(f"no manifest at {target}: `marketgraph documents add`")
+    for document_id, text in read_manifest(target.read_bytes()).items():
+        names = [
+            d.name.value if d.name else "(anonymous)"
+            for d in parse(text).definitions
+            if isinstance(d, OperationDefinitionNode)
+        ]
+        click.echo(f"{document_id}\t{', '.join(names)}")
 
 
 @cli.command()

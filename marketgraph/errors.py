@@ -30,6 +30,10 @@ class ErrorCode(enum.StrEnum):
     OUT_OF_STOCK = "OUT_OF_STOCK"
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
     QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+    # Persisted documents (Apollo's codes, which its clients act on).
+    PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+    PERSISTED_QUERY_NOT_SUPPORTED = "PERSISTED_QUERY_NOT_SUPPORTED"
+    PERSISTED_DOCUMENT_REQUIRED = "PERSISTED_DOCUMENT_REQUIRED"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 
@@ -123,11 +127,14 @@ def error_body(code: ErrorCode, message: str, request_id: str | None, **extensio
     return orjson.dumps({"errors": [_error(code, message, request_id, **extensions)]})
 
 
-def refusal_body(exc: DomainError, request_id: str | None) -> bytes:
-    """The answer to a GraphQL request refused before execution by a `DomainError` (bad
-    credentials, an unknown market, a store that is down): `data` null and the error."""
+def refusal_body(exc: DomainError, request_id: str | None, executed: bool = False) -> bytes:
+    """The answer to a GraphQL request refused by a `DomainError` (bad credentials, an
+    unknown market, a store that is down): the error, without `data` when it came before
+    execution (the GraphQL spec's request error), with `data` null when execution failed."""
     error = _error(exc.code, exc.message, request_id, **exc.extensions)
-    return orjson.dumps({"data": None, "errors": [error]})
+    if executed:
+        return orjson.dumps({"data": None, "errors": [error]})
+    return orjson.dumps({"errors": [error]})
 
 
 def format_error(error: GraphQLError, request_id: str | None) -> GraphQLError:

@@ -39,8 +39,9 @@ class KeyValueStore(Protocol):
     ) -> bool:
         """Store `value`; with `only_if_absent`, only when no live value exists. True if stored."""
 
-    async def incr(self, key: str, ttl: float) -> int:
-        """Add one and return the count; the first increment starts a `ttl`-second window."""
+    async def incr(self, key: str, ttl: float, amount: int = 1) -> int:
+        """Add `amount` and return the count; the first increment starts a `ttl`-second
+        window."""
 
     async def ttl(self, key: str) -> float | None:
         """Seconds until `key` expires; None when it is missing or never expires."""
@@ -87,12 +88,12 @@ class MemoryStore:
         self._data[key] = (value, expires)
         return True
 
-    async def incr(self, key: str, ttl: float) -> int:
+    async def incr(self, key: str, ttl: float, amount: int = 1) -> int:
         entry = self._live(key)
         if entry is None:
-            self._data[key] = ("1", time.monotonic() + ttl)
-            return 1
-        count = int(entry[0]) + 1
+            self._data[key] = (str(amount), time.monotonic() + ttl)
+            return amount
+        count = int(entry[0]) + amount
         # As Redis's PEXPIRE NX: a key without an expiry gets one; a running window keeps its own.
         expires = entry[1] if entry[1] != math.inf else time.monotonic() + ttl
         self._data[key] = (str(count), expires)
@@ -175,12 +176,12 @@ class RedisStore:
         )
         return bool(stored)
 
-    async def incr(self, key: str, ttl: float) -> int:
+    async def incr(self, key: str, ttl: float, amount: int = 1) -> int:
         full = self._prefix + key
 
         async def incr_with_expiry() -> Any:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incr(full)
+                pipe.incrby(full, amount)
                 # NX: only the first increment of a window sets its expiry.
                 pipe.pexpire(full, math.ceil(ttl * 1000), nx=True)
                 return await pipe.execute()

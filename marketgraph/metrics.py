@@ -11,7 +11,7 @@ their counts.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,18 +54,29 @@ def record_statement(databases: Databases, store: str, statement: str) -> None:
         observer(store, statement)
 
 
-def count_statements(databases: Databases) -> None:
-    """Record every statement SQLAlchemy sends to these engines (listener added once)."""
+def statement_store(databases: Databases) -> Callable[[Any, Any], str]:
+    """How a SQLAlchemy statement's store is named from its connection and execution context
+    (`kg.app`, else "other"): the schema_translate_map puts the store's schema."""
     store_by_schema = {store.schema: str(store.key) for store in databases.stores}
 
-    def on_statement(
-        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
-    ) -> None:
+    def store_of(conn: Any, context: Any) -> str:
         options = context.execution_options if context is not None else {}
         translate = options.get("schema_translate_map") or conn.get_execution_options().get(
             "schema_translate_map", {}
         )
-        record_statement(databases, store_by_schema.get(translate.get(None), "other"), statement)
+        return store_by_schema.get(translate.get(None), "other")
+
+    return store_of
+
+
+def count_statements(databases: Databases) -> None:
+    """Record every statement SQLAlchemy sends to these engines (listener added once)."""
+    store_of = statement_store(databases)
+
+    def on_statement(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
+        record_statement(databases, store_of(conn, context), statement)
 
     for engine in databases.engines:
         if getattr(engine.sync_engine, "_marketgraph_counted", False):

@@ -21,18 +21,28 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from marketgraph import tracing
 from marketgraph.context import request_context
 from marketgraph.errors import DomainError, ServiceUnavailableError, is_unavailable, refusal_body
-from marketgraph.graphql_http import GraphQLParams, RequestRefused, request_params
+from marketgraph.graphql_http import (
+    Answer,
+    GraphQLParams,
+    RequestRefused,
+    executed_answer,
+    read_request,
+    request_error_answer,
+)
 from marketgraph.metrics import Metrics
 from marketgraph.middleware import header, route_path
+from marketgraph.persisted import PersistedDocuments
 from marketgraph.planner import Fallback, Planner
 from marketgraph.planner.explain import describe
 from marketgraph.services import Services
 
 log = structlog.get_logger(__name__)
 
-_JSON_HEADERS = (b"content-type", b"application/json")
+# A GET that asks for an operation (not GraphiQL's page): by text or by persisted id.
+_GET_OPERATION = (b"query=", b"extensions=", b"documentId=")
 
 
 class PlannedReads:
@@ -45,9 +55,11 @@ class PlannedReads:
         metrics: Metrics,
         shadow: bool,
         max_depth: int,
+        persisted: PersistedDocuments,
         explain: bool = False,
     ) -> None:
         self.app = app
+        self.persisted = persisted
         self.explain = explain  # development: `X-Explain: 1` adds the plan to the answer
         self.planner = planner
         self.metrics = metrics
@@ -60,26 +72,27 @@ class PlannedReads:
             return
         if scope["method"] == "POST" and _media_type(scope) == "application/json":
             body = scope["state"]["body"]  # read, within its limit, by the edge
-        elif scope["method"] == "GET" and b"query=" in scope["query_string"]:
+        elif scope["method"] == "GET" and any(p in scope["query_string"] for p in _GET_OPERATION):
             body = None
         else:
             await self.app(scope, receive, send)
             return
+        services: Services = scope["app"].state.services
         try:
-            params = request_params(scope, body, self.max_depth)
-        except RequestRefused:
+            params = await read_request(scope, body, self.max_depth, self.persisted, services.kv)
+        except (RequestRefused, DomainError):
             await self.app(scope, receive, send)  # Strawberry's view words the refusal
             return
         answer = await self._answer(scope, params)
         if answer is None:
             await self.app(scope, receive, send)
         elif self.shadow:
-            await self._compare(scope, receive, send, params, answer)
+            await self._compare(scope, receive, send, params, answer.body)
         else:
-            await _send_json(send, answer)
+            await _send(send, answer)
 
-    async def _answer(self, scope: Scope, params: GraphQLParams) -> bytes | None:
-        """The planned response body, or None for Strawberry to answer."""
+    async def _answer(self, scope: Scope, params: GraphQLParams) -> Answer | None:
+        """The planned answer, or None for Strawberry to answer."""
         if params.query is None:
             return None
         await self.planner.check(params.query)  # a new document's checks leave the loop free
@@ -92,10 +105,12 @@ class PlannedReads:
         try:
             context = await request_context(scope, services)
         except DomainError as exc:  # a refused credential, an unknown market, a store down
-            return refusal_body(exc, request_id)
+            body = refusal_body(exc, request_id)
+            return request_error_answer(scope, params.media_type, exc.code, exc.extensions, body)
         scope["state"]["context"] = context  # should Strawberry answer, it needs no other
         try:
-            data = await self.planner.execute(prepared, context)
+            with tracing.planned_operation(params.operation_name):
+                data = await self.planner.execute(prepared, context)
             if self.explain and header(scope, b"x-explain"):
                 plan = describe(prepared.operation, context.market.code)
                 answer = orjson.dumps({"data": data, "extensions": {"plan": plan}})
@@ -107,11 +122,13 @@ class PlannedReads:
                 log.warning("store unavailable", error=repr(exc))
                 self.metrics.planner_outcome("planned")
                 unavailable = exc if isinstance(exc, ServiceUnavailableError) else None
-                return refusal_body(unavailable or ServiceUnavailableError(), request_id)
+                failure = unavailable or ServiceUnavailableError()
+                body = refusal_body(failure, request_id, executed=True)
+                return executed_answer(scope, params, body, False, 0)
             self._fell_back(exc, params, request_id)
             return None
         self.metrics.planner_outcome("planned")
-        return answer
+        return executed_answer(scope, params, answer, True, self.persisted.cache_seconds)
 
     def _fell_back(self, exc: Exception, params: GraphQLParams, request_id: str | None) -> None:
         """Count a planned run Strawberry will re-run; log it when it was not an answer the
@@ -162,12 +179,8 @@ def _media_type(scope: Scope) -> str:
     return (header(scope, b"content-type") or "").split(";")[0].strip()
 
 
-async def _send_json(send: Send, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+async def _send(send: Send, answer: Answer) -> None:
+    raw = [(name.encode(), value.encode("latin-1")) for name, value in answer.headers.items()]
+    raw.append((b"content-length", str(len(answer.body)).encode()))
+    await send({"type": "http.response.start", "status": answer.status, "headers": raw})
+    await send({"type": "http.response.body", "body": answer.body})

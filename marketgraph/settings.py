@@ -189,6 +189,12 @@ class Settings(BaseSettings):
     # metrics excepted).
     max_in_flight: int = Field(200, ge=1)
     query_planner: Literal["on", "off", "shadow"] = "on"
+    # Persisted documents (marketgraph/persisted.py): Apollo's automatic persisted queries,
+    # or only the trusted documents of the manifest; the manifest's file (default under
+    # DATA_DIR); how long a CDN may keep an anonymous read sent by id over GET.
+    persisted_documents: Literal["off", "apq", "trusted"] = "apq"
+    persisted_documents_manifest: Path | None = None
+    public_cache_seconds: int = Field(60, ge=0)
     _markets: MarketRegistry = PrivateAttr()
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -269,6 +275,11 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    @property
+    def manifest_path(self) -> Path:
+        """Where the persisted documents' manifest lives."""
+        return self.persisted_documents_manifest or self.data_dir / "persisted-documents.json"
 
     @property
     def is_embedded(self) -> bool:

@@ -27,6 +27,7 @@ from sqlalchemy import Select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.pool import PoolProxiedConnection
 
+from marketgraph import tracing
 from marketgraph.context import RequestContext
 from marketgraph.db import greenlets
 from marketgraph.db.databases import Store
@@ -216,9 +217,10 @@ class Run:
         record_statement(self.ctx.databases, str(store.key), sql)
         async with connection.lock:
             try:
-                rows: list[Any] = await connection.raw.fetch(
-                    sql, *statement.arguments(order, params)
-                )
+                with tracing.statement(store, sql):
+                    rows: list[Any] = await connection.raw.fetch(
+                        sql, *statement.arguments(order, params)
+                    )
             except (
                 OSError,
                 asyncpg.InterfaceError,

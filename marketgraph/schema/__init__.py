@@ -11,6 +11,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
+from marketgraph import tracing
 from marketgraph.schema.documents import CheckedDocuments, DocumentRules, Documents
 from marketgraph.schema.root import Mutation, Query
 
@@ -75,7 +76,10 @@ class ReadSnapshots(SchemaExtension):
 def build_schema(rules: DocumentRules | None = None) -> Schema:
     """The GraphQL schema, with the cache that checks its documents under `rules`."""
     schema = Schema(
-        query=Query, mutation=Mutation, extensions=[CheckedDocuments, ExtraErrors, ReadSnapshots]
+        query=Query,
+        mutation=Mutation,
+        # Tracing's span first, so that it holds the others' work (none when tracing is off).
+        extensions=[*tracing.schema_extensions(), CheckedDocuments, ExtraErrors, ReadSnapshots],
     )
     schema.documents = Documents(schema._schema, rules or DocumentRules())
     return schema

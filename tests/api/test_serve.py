@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import tempfile
 import time
@@ -21,12 +22,13 @@ import httpx
 import pytest
 
 from marketgraph.db.embedded import EmbeddedPostgres, asyncpg_dsn
-from tests.helpers import closed_port, start_serve
+from tests.helpers import REQUEST_CODE, VERIFY_CODE, closed_port, start_serve
 
 STARTUP_TIMEOUT = 60.0  # the issue's promise: a working API within a minute
 SHUTDOWN_TIMEOUT = 30.0
 STORES = {"kg.auth", "kg.app", "us.auth", "us.app"}
 MARKETS = "{ markets { code currency currencySymbol language phoneRegions } }"
+BANNER_TIMEOUT = 10.0
 
 pytestmark = pytest.mark.slow
 
@@ -104,6 +106,42 @@ async def wait_until_healthy(srv: Server, http: httpx.AsyncClient) -> httpx.Resp
             await asyncio.sleep(0.25)
 
 
+async def wait_for_output(srv: Server, pattern: str) -> re.Match[str]:
+    """The first match of `pattern` in the server's output, once it is there."""
+    deadline = time.monotonic() + BANNER_TIMEOUT
+    while (found := re.search(pattern, srv.log.read_text(errors="replace"))) is None:
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {pattern!r} in the output of serve:\n{srv.output()}")
+        await asyncio.sleep(0.1)
+    return found
+
+
+async def sign_in_as_the_first_screen_says(srv: Server, http: httpx.AsyncClient) -> None:
+    """The first screen names the URLs and a demo phone per market; with the console SMS
+    backend, the code that phone gets is in the log, and signing in with it works."""
+    sign_in = (await wait_for_output(srv, r"  Sign in .*\n")).group(0)
+    output = srv.log.read_text(errors="replace")
+    assert output.count("  GraphQL   ") == 1, output
+    assert f"  GraphQL   {srv.base_url}/graphql\n" in output
+    assert "StoreLocation(" not in output
+    phones = {code: phone for phone, code in re.findall(r"(\+[\d -]+\d) \((\w+)\)", sign_in)}
+    assert set(phones) == {"kg", "us"}, sign_in
+    for code, phone in phones.items():
+        e164 = re.sub(r"[^\d+]", "", phone)
+        variables = {"phone": phone}
+        answer = await http.post("/graphql", json={"query": REQUEST_CODE, "variables": variables})
+        assert answer.json()["data"]["requestLoginCode"]["market"]["code"] == code, answer.text
+        sent = await wait_for_output(srv, rf"login code for {re.escape(e164)}: (\d+)")
+        variables["code"] = sent.group(1)
+        answer = await http.post("/graphql", json={"query": VERIFY_CODE, "variables": variables})
+        payload = answer.json()["data"]["verifyLoginCode"]
+        assert payload["user"]["phone"] == e164, answer.text
+        assert payload["market"]["code"] == code
+        assert payload["accessToken"]
+        # The seeded demo user, not one this sign-in created.
+        assert payload["user"]["email"] == f"demo.{code}0001@example.com", answer.text
+
+
 async def count_rows(data_dir: Path, database: str, table: str) -> int:
     """Rows of `<database>.<table>` read from the embedded server the CLI started (joined here)."""
     embedded = EmbeddedPostgres(data_dir)
@@ -151,6 +189,8 @@ async def test_serve_on_the_embedded_default_works_and_cleans_up(server: Server)
         graphiql = await http.get("/graphql", headers={"Accept": "text/html"})
         assert graphiql.status_code == 200
         assert "graphiql" in graphiql.text.lower()
+
+        await sign_in_as_the_first_screen_says(server, http)
 
     # The demo data was loaded into each market's own databases.
     for database in ("kg_app", "us_app"):
