@@ -109,7 +109,7 @@ class PlannedReads:
             return request_error_answer(scope, params.media_type, exc.code, exc.extensions, body)
         scope["state"]["context"] = context  # should Strawberry answer, it needs no other
         try:
-            with tracing.planned_operation(params.operation_name):
+            with tracing.planned_operation(prepared.name):
                 data = await self.planner.execute(prepared, context)
             if self.explain and header(scope, b"x-explain"):
                 plan = describe(prepared.operation, context.market.code)

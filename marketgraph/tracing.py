@@ -177,7 +177,7 @@ def _operation_name(operation_type: str, name: str | None) -> str:
 
 
 def planned_operation(name: str | None) -> AbstractContextManager[None]:
-    """A span around a planned read (always a query), `name` as the request gave it."""
+    """A span around a planned read (always a query), `name` the operation's own."""
     if tracer is None:
         return _OFF
     return _planned(tracer, name)

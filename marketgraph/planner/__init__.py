@@ -49,6 +49,7 @@ class _Document:
 class Prepared:
     operation: Operation
     variables: Any  # graphql-core's coerced VariableValues
+    name: str | None  # the operation's own name (what traces call it)
 
 
 class Planner:
@@ -87,7 +88,10 @@ class Planner:
         else:
             plan = self._compile(document, directive_values)
             self._remember(self._plans, key, plan)
-        return Prepared(plan, coerced) if plan is not None else None
+        if plan is None:
+            return None
+        name = document.operation.name
+        return Prepared(plan, coerced, name.value if name is not None else None)
 
     async def execute(self, prepared: Prepared, ctx: RequestContext) -> dict[str, Any]:
         """The operation's `data`; raises when only Strawberry can answer exactly."""

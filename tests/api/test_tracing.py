@@ -109,11 +109,12 @@ async def test_a_planned_read_spans_request_operation_and_statements(
     app_factory: Callable[..., Starlette], products: None, spans: InMemorySpanExporter
 ) -> None:
     app = app_factory(query_planner="on")
-    assert len((await post(app, PRODUCTS))["products"]["edges"]) == 2
+    named = PRODUCTS.replace("{ products", "query Cheap { products", 1)
+    assert len((await post(app, named))["products"]["edges"]) == 2
     trace = Trace(spans.get_finished_spans())
     check_request(trace)
     [operation] = trace.operations
-    assert operation.name == "query"
+    assert operation.name == "query Cheap"  # the document's name; no operationName was sent
     assert (operation.attributes or {})["marketgraph.planned"] is True
     statements = trace.statements(operation)
     assert statements and stores(statements) == {"kg.app"}
