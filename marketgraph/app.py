@@ -291,7 +291,7 @@ def create_app(settings: Settings | None = None, schema: Schema | None = None) -
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST"],
                 allow_headers=["Authorization", "Content-Type", "X-Market", "X-Request-ID"],
-                expose_headers=["X-Request-ID"],
+                expose_headers=["X-Request-ID", "Retry-After"],
             )
         )
     # Inside CORS, so that browsers can read its refusals too.
