@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 import httpx
+import uvicorn
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -317,3 +318,33 @@ async def run_command(command: click.Command, *args: str, **options: Any) -> Res
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result
+
+
+@asynccontextmanager
+async def serving(app: Starlette) -> AsyncIterator[str]:
+    """`app` under uvicorn with `serve`'s HTTP protocol, in this event loop, on a free
+    loopback port: its base URL. The app's services are already open, so no lifespan."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        proxy_headers=False,
+        http="marketgraph.http_protocol:BoundedHttpToolsProtocol",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:  # uvicorn's Server offers no event to await
+            if task.done():
+                task.result()  # raises what stopped it
+                raise RuntimeError("uvicorn exited before it started")
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

@@ -6,19 +6,18 @@ TEST_ARTIFACTS_DIR (default: test-artifacts/ in the repository)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
+
+from tests.helpers import serving
 
 pytestmark = pytest.mark.slow
 async_api = pytest.importorskip(
@@ -60,21 +59,8 @@ def artifacts() -> Path:
 @pytest.fixture
 async def server(app_factory: Callable[..., Starlette]) -> AsyncIterator[str]:
     """The app (on the test stores) under uvicorn on a free loopback port: its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app_factory(), lifespan="off", log_level="warning", access_log=False)
-    uvicorn_server = uvicorn.Server(config)
-    serving = asyncio.create_task(uvicorn_server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(10):
-            while not uvicorn_server.started:  # noqa: ASYNC110 - uvicorn has no event for it
-                await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        uvicorn_server.should_exit = True
-        await serving
-        sock.close()
+    async with serving(app_factory()) as base:
+        yield base
 
 
 async def test_graphiql_runs_a_query_offline(chromium: str, artifacts: Path, server: str) -> None:

@@ -5,14 +5,10 @@ that the operations no longer fit fails scripts/check-client."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 import pytest
-import uvicorn
 from marketgraph_client import (
     GraphQLClientGraphQLMultiError,
     MarketgraphClient,
@@ -24,40 +20,9 @@ from starlette.applications import Starlette
 
 from marketgraph.db.databases import Databases
 from tests.factories import create_product, gid
-from tests.helpers import sms_code
+from tests.helpers import serving, sms_code
 
 PHONE = "+996700123456"  # a KG mobile: phone login places the user in KG
-
-
-@asynccontextmanager
-async def serving(app: Starlette) -> AsyncIterator[str]:
-    """`app` under uvicorn with `serve`'s HTTP protocol, in this event loop, on a free
-    loopback port; the GraphQL endpoint's URL. The app's services are already open, so no
-    lifespan."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        proxy_headers=False,
-        http="marketgraph.http_protocol:BoundedHttpToolsProtocol",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:  # uvicorn's Server offers no event to await
-            if task.done():
-                task.result()  # raises what stopped it
-                pytest.fail("uvicorn exited before it started")
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}/graphql"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 def codes(raised: pytest.ExceptionInfo[GraphQLClientGraphQLMultiError]) -> list[object]:
@@ -90,7 +55,8 @@ async def test_a_shopper_signs_in_fills_the_cart_and_checks_out(
     cup = await create_product(kg, name="Чашка", price_minor=30_000, stock=5)
     tea_id, cup_id = gid("Product", "kg", tea.id), gid("Product", "kg", cup.id)
 
-    async with serving(app) as url:
+    async with serving(app) as base:
+        url = f"{base}/graphql"
         # The catalog, anonymously: the market from X-Market.
         async with MarketgraphClient(url, headers={"X-Market": "kg"}) as anonymous:
             page = await anonymous.products(first=10)
@@ -149,7 +115,8 @@ async def test_a_refresh_rotates_the_tokens_and_a_reuse_is_refused(
     app_factory: Callable[..., Starlette],
 ) -> None:
     app = app_factory()
-    async with serving(app) as url:
+    async with serving(app) as base:
+        url = f"{base}/graphql"
         _, refresh = await sign_in(url, app, PHONE)
         async with MarketgraphClient(url) as client:
             renewed = await client.refresh_session(refresh)

@@ -4,7 +4,6 @@ and never a password."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -24,18 +23,7 @@ REDIS_PASSWORD = "redis-pa55-never-shown"
 PHONES = {"kg": "+996700000001", "us": "+12125550100"}
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No inherited configuration: every variable Settings could read is removed."""
-    fields = set(Settings.model_fields)
-    for name in list(os.environ):
-        lower = name.lower()
-        if (
-            "DATABASE_URL" in name.upper()
-            or lower in fields
-            or lower.removesuffix("_file") in fields
-        ):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_env")  # tests/unit/conftest.py
 
 
 def embedded_topology(settings: Settings) -> Topology:

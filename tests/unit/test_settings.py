@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +13,7 @@ from marketgraph.settings import ConfigError, PoolSettings, Settings
 SECRET_PASSWORD = "pa55-w0rd-never-shown"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No inherited configuration: every variable Settings could read is removed."""
-    fields = set(Settings.model_fields)
-    for name in list(os.environ):
-        lower = name.lower()
-        if (
-            "DATABASE_URL" in name.upper()
-            or lower in fields
-            or lower.removesuffix("_file") in fields
-        ):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+pytestmark = pytest.mark.usefixtures("clean_env")  # tests/unit/conftest.py
 
 
 def load(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
