@@ -29,14 +29,14 @@ from strawberry.types.unset import UNSET
 from marketgraph import tracing
 from marketgraph.context import RequestContext, request_context
 from marketgraph.edge import Edge, EdgeLimits
-from marketgraph.errors import DomainError, format_error, refusal_body
+from marketgraph.errors import DomainError, format_error
 from marketgraph.graphiql import asset_routes, graphiql_page
 from marketgraph.graphql_http import (
     RequestRefused,
-    answer_media_type,
     executed_answer,
     known_params,
     read_request,
+    refusal_answer,
     refused_answer,
     request_error_answer,
 )
@@ -151,14 +151,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         try:
             response = await super().run(request, context, root_value)
         except DomainError as exc:
-            media_type = getattr(known_params(request.scope), "media_type", None)
-            answer = request_error_answer(
-                request.scope,
-                media_type or answer_media_type(request.scope),
-                exc.code,
-                exc.extensions,
-                refusal_body(exc, request_id),
-            )
+            answer = refusal_answer(request.scope, exc, request_id)
         except RequestRefused as exc:
             answer = refused_answer(request.scope, exc, request_id)
         except HTTPException as exc:  # Strawberry's own refusals: no query, a bad method, ...

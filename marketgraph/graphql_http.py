@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.types import Scope
 
-from marketgraph.errors import DomainError, ErrorCode, error_body
+from marketgraph.errors import DomainError, ErrorCode, error_body, refusal_body
 from marketgraph.kv import KeyValueStore
 from marketgraph.middleware import header
 from marketgraph.persisted import PersistedDocuments
@@ -39,7 +39,7 @@ GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 JSON = "application/json"
 
 # A request error's status in `application/graphql-response+json`, by its code (else 400).
-_REQUEST_ERROR_STATUS = {
+_REQUEST_ERROR_STATUS: dict[str, int] = {
     ErrorCode.UNAUTHENTICATED: 401,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.PERSISTED_DOCUMENT_REQUIRED: 403,
@@ -124,7 +124,7 @@ def request_error_status(media_type: str, code: str | None) -> int:
     """The status of an answer without `data` (nothing was executed)."""
     if media_type != GRAPHQL_RESPONSE_JSON:
         return 200
-    return next((s for c, s in _REQUEST_ERROR_STATUS.items() if c.value == code), 400)
+    return _REQUEST_ERROR_STATUS.get(code or "", 400)  # ErrorCode is a str enum
 
 
 def retry_after(extensions: dict[str, Any] | None) -> dict[str, str]:
@@ -174,6 +174,13 @@ def request_error_answer(
     if scope["method"] == "GET":
         headers["cache-control"] = "private, no-store"
     return Answer(request_error_status(media_type, code), body, headers)
+
+
+def refusal_answer(scope: Scope, exc: DomainError, request_id: str | None) -> Answer:
+    """The answer to a request a `DomainError` refused before execution (bad credentials,
+    an unknown market or persisted document, a store that is down)."""
+    body = refusal_body(exc, request_id)
+    return request_error_answer(scope, answer_media_type(scope), exc.code, exc.extensions, body)
 
 
 def refused_answer(scope: Scope, refused: RequestRefused, request_id: str | None) -> Answer:

@@ -65,12 +65,12 @@ class Manifest:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._by_id: dict[str, str] = {}
-        self._hashes: set[str] = set()
+        self._count = 0
         self._stamp: tuple[int, int] | None = None
         self.reload()
 
     def __len__(self) -> int:
-        return len(self._hashes)
+        return self._count
 
     def get(self, document_id: str) -> str | None:
         found = self._by_id.get(document_id)
@@ -80,11 +80,8 @@ class Manifest:
         return found
 
     def has_text(self, query: str) -> bool:
-        known = sha256_hex(query) in self._hashes
-        if not known:
-            self.reload()
-            known = sha256_hex(query) in self._hashes
-        return known
+        """Whether `query` is one of the documents (found by its SHA-256)."""
+        return self.get(sha256_hex(query)) == query
 
     def reload(self) -> None:
         """Read the file again when it changed (its size or modification time): a miss
@@ -92,7 +89,7 @@ class Manifest:
         try:
             stat = self.path.stat()
         except FileNotFoundError:
-            self._by_id, self._hashes, self._stamp = {}, set(), None
+            self._by_id, self._count, self._stamp = {}, 0, None
             return
         stamp = (stat.st_mtime_ns, stat.st_size)
         if stamp == self._stamp:
@@ -106,7 +103,7 @@ class Manifest:
                 error=str(exc),
             )
             return
-        self._by_id, self._hashes = index(documents), {sha256_hex(d) for d in documents.values()}
+        self._by_id, self._count = index(documents), len(documents)
         self._stamp = stamp
         log.info("persisted documents loaded", path=str(self.path), documents=len(documents))
 

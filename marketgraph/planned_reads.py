@@ -30,7 +30,7 @@ from marketgraph.graphql_http import (
     RequestRefused,
     executed_answer,
     read_request,
-    request_error_answer,
+    refusal_answer,
 )
 from marketgraph.metrics import Metrics
 from marketgraph.middleware import header, route_path
@@ -105,8 +105,7 @@ class PlannedReads:
         try:
             context = await request_context(scope, services)
         except DomainError as exc:  # a refused credential, an unknown market, a store down
-            body = refusal_body(exc, request_id)
-            return request_error_answer(scope, params.media_type, exc.code, exc.extensions, body)
+            return refusal_answer(scope, exc, request_id)
         scope["state"]["context"] = context  # should Strawberry answer, it needs no other
         try:
             with tracing.planned_operation(prepared.name):
@@ -117,7 +116,7 @@ class PlannedReads:
             else:
                 answer = orjson.dumps({"data": data})
         except Exception as exc:
-            if isinstance(exc, ServiceUnavailableError) or is_unavailable(exc):
+            if is_unavailable(exc):  # ServiceUnavailableError included
                 # Strawberry would wait for the same store again: answer now.
                 log.warning("store unavailable", error=repr(exc))
                 self.metrics.planner_outcome("planned")
