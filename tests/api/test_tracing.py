@@ -105,37 +105,25 @@ def check_request(trace: Trace) -> None:
     assert attributes["http.response.status_code"] == 200
 
 
-async def test_a_planned_read_spans_request_operation_and_statements(
-    app_factory: Callable[..., Starlette], products: None, spans: InMemorySpanExporter
+@pytest.mark.parametrize(("mode", "planned"), [("on", True), ("off", False)])
+async def test_a_read_spans_request_operation_and_statements_on_either_path(
+    app_factory: Callable[..., Starlette],
+    products: None,
+    spans: InMemorySpanExporter,
+    mode: str,
+    planned: bool,
 ) -> None:
-    app = app_factory(query_planner="on")
+    """The planner's statements and SQLAlchemy's (run in greenlets and loader tasks) both
+    keep the request task's trace context."""
+    app = app_factory(query_planner=mode)
     named = PRODUCTS.replace("{ products", "query Cheap { products", 1)
     assert len((await post(app, named))["products"]["edges"]) == 2
     trace = Trace(spans.get_finished_spans())
     check_request(trace)
     [operation] = trace.operations
     assert operation.name == "query Cheap"  # the document's name; no operationName was sent
-    assert (operation.attributes or {})["marketgraph.planned"] is True
-    statements = trace.statements(operation)
-    assert statements and stores(statements) == {"kg.app"}
-    for span in statements:
-        check_statement(span, "kg.app")
-
-
-async def test_strawberrys_read_spans_its_statements_under_its_operation(
-    app_factory: Callable[..., Starlette], products: None, spans: InMemorySpanExporter
-) -> None:
-    """SQLAlchemy's statements, run in greenlets and loader tasks, keep the request task's
-    trace context."""
-    app = app_factory(query_planner="off")
-    named = PRODUCTS.replace("{ products", "query Cheap { products", 1)
-    assert len((await post(app, named))["products"]["edges"]) == 2
-    trace = Trace(spans.get_finished_spans())
-    check_request(trace)
-    [operation] = trace.operations
-    assert operation.name == "query Cheap"
     attributes = operation.attributes or {}
-    assert attributes["marketgraph.planned"] is False
+    assert attributes["marketgraph.planned"] is planned
     assert attributes["graphql.operation.name"] == "Cheap"
     statements = trace.statements(operation)
     assert statements and stores(statements) == {"kg.app"}
