@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import strawberry
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from starlette.types import Scope
 
 from marketgraph import policies
 from marketgraph.auth.authenticate import authenticate
 from marketgraph.auth.principal import Principal
+from marketgraph.db import read_your_writes
 from marketgraph.db.databases import Databases, Store
+from marketgraph.db.replicas import Replica
 from marketgraph.errors import DomainError, ErrorCode, ServiceUnavailableError, is_unavailable
 from marketgraph.kv import KeyValueStore
 from marketgraph.markets import Market, MarketRegistry
@@ -27,10 +29,18 @@ from marketgraph.settings import Role, Settings
 if TYPE_CHECKING:
     from marketgraph.services import Services
 
+T = TypeVar("T")
+
 
 @dataclass(eq=False)
 class Reads:
-    """How one request's loaders reach the stores.
+    """How one request's reads reach the stores: the one place both read paths (these loaders
+    and the planner's `Run`) take their connections.
+
+    Which server: a query's reads may go to a store's standby (`ReplicaSet.choose`), one
+    that has replayed the caller's last write there (`read_your_writes`); a mutation's
+    reads, like every write, stay on the primary. A standby that cannot be reached is
+    marked down and the read goes to the primary.
 
     In a query (`snapshot` set by the `ReadSnapshots` extension) every batch on a store
     runs on one connection of the request, inside one `REPEATABLE READ` transaction (its
@@ -42,15 +52,62 @@ class Reads:
     """
 
     snapshot: bool = False
+    replicas: bool = False  # reads may go to a standby (a query's)
+    kv: KeyValueStore | None = None  # where the caller's last writes are kept
+    subject: str | None = None  # whose writes they are (`read_your_writes.subject_of`)
+    primaries: list[str] = field(default_factory=list)  # the replicated primaries' names
+    _last_writes: asyncio.Future[dict[str, int] | None] | None = None
     _open: dict[str, tuple[AsyncConnection, asyncio.Lock]] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def open(self, store: Store, connect: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+        """`connect(engine)` on the server this request reads `store` from."""
+        chosen = await self._source(store)
+        if chosen is None:
+            opened = await connect(store.engine)
+        else:
+            assert store.replicas is not None
+            try:
+                opened = await connect(chosen.engine)
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                store.replicas.failed(chosen, exc)
+                chosen, opened = None, await connect(store.engine)
+        if store.replicas is not None:
+            store.replicas.served(str(store.key), chosen)
+        return opened
+
+    async def _source(self, store: Store) -> Replica | None:
+        if not self.replicas or store.replicas is None:
+            return None
+        if self.subject is None or self.kv is None:
+            return store.replicas.choose()
+        if self._last_writes is None:  # once per request, however many reads ask at once
+            self._last_writes = asyncio.ensure_future(self._fetch_last_writes(self.kv))
+        last = await asyncio.shield(self._last_writes)
+        if last is None:  # not known: only the primary surely has them
+            return None
+        return store.replicas.choose(last.get(store.replicas.name, 0))
+
+    async def _fetch_last_writes(self, kv: KeyValueStore) -> dict[str, int] | None:
+        assert self.subject is not None
+        try:
+            return await read_your_writes.last_writes(kv, self.subject, self.primaries)
+        except Exception as exc:
+            if is_unavailable(exc):
+                return None
+            raise
 
     @asynccontextmanager
     async def connection(self, store: Store) -> AsyncIterator[AsyncConnection]:
         held = await self._snapshot_of(store) if self.snapshot else None
         if held is None:
-            async with store.connect() as conn:
-                yield conn
+            conn = await self.open(store, _connect)
+            try:
+                yield await conn.execution_options(**store.execution_options)
+            finally:
+                await conn.close()
             return
         conn, turn = held
         async with turn:
@@ -64,7 +121,7 @@ class Reads:
                 return None
             held = self._open.get(str(store.key))
             if held is None:
-                conn = await store.engine.connect()
+                conn = await self.open(store, _connect)
                 try:
                     # BEGIN ISOLATION LEVEL REPEATABLE READ with the first batch: no round
                     # trip of its own; the pool resets the level when the connection returns.
@@ -88,6 +145,10 @@ class Reads:
             # Shielded: a request cancelled now (its client gone) still returns the
             # connection to the pool, rather than leaving it to the garbage collector.
             await asyncio.shield(_close(conn, turn))
+
+
+async def _connect(engine: AsyncEngine) -> AsyncConnection:
+    return await engine.connect()
 
 
 async def _close(conn: AsyncConnection, turn: asyncio.Lock) -> None:
@@ -224,6 +285,8 @@ async def request_context(scope: Scope, services: Services) -> RequestContext:
             raise ServiceUnavailableError() from exc
         raise
     header_market = header(scope, b"x-market")
+    if services.databases.replica_sets:
+        read_your_writes.begin_request(services.kv, services.settings.replica_max_lag, principal)
     if principal is not None:
         market = markets.require(principal.market)
     else:
@@ -237,6 +300,11 @@ async def request_context(scope: Scope, services: Services) -> RequestContext:
         auth=services.databases.store(market.code, "auth"),
         app=services.databases.store(market.code, "app"),
         services=services,
+        reads=Reads(
+            kv=services.kv,
+            subject=read_your_writes.subject_of(principal),
+            primaries=[replicas.name for replicas in services.databases.replica_sets],
+        ),
     )
 
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,6 +22,9 @@ from marketgraph.breaker import Breaker
 from marketgraph.errors import ServiceUnavailableError
 
 T = TypeVar("T")
+
+# Connections one worker keeps to Redis at most; more concurrent calls wait their turn.
+REDIS_CONNECTIONS = 100
 
 
 class KeyValueStore(Protocol):
@@ -42,6 +45,10 @@ class KeyValueStore(Protocol):
     async def incr(self, key: str, ttl: float, amount: int = 1) -> int:
         """Add `amount` and return the count; the first increment starts a `ttl`-second
         window."""
+
+    async def raise_to(self, key: str, value: int, ttl: float) -> None:
+        """Keep the larger of `value` and the stored number, for `ttl` seconds from now
+        (atomic: of two concurrent calls, the larger value stays)."""
 
     async def ttl(self, key: str) -> float | None:
         """Seconds until `key` expires; None when it is missing or never expires."""
@@ -99,6 +106,11 @@ class MemoryStore:
         self._data[key] = (str(count), expires)
         return count
 
+    async def raise_to(self, key: str, value: int, ttl: float) -> None:
+        entry = self._live(key)
+        kept = max(value, int(entry[0])) if entry is not None else value
+        self._data[key] = (str(kept), time.monotonic() + ttl)
+
     async def ttl(self, key: str) -> float | None:
         entry = self._live(key)
         if entry is None or entry[1] == math.inf:
@@ -133,15 +145,22 @@ class RedisStore:
     backend = "redis"
 
     def __init__(self, url: str, prefix: str = "mg:", timeout: float = 1.0) -> None:
-        self._redis: Redis = Redis.from_url(
+        # A blocking pool: past its connections a call waits (within `timeout`) for one to
+        # come back; redis-py's default pool fails the call at once ("Too many connections")
+        # as soon as 100 are out, which a busy worker reaches.
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=timeout,
             decode_responses=True,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
+        self._redis: Redis = Redis.from_pool(pool)  # owns it: closed with the client
         self._prefix = prefix
         self._breaker = Breaker("The key-value store")
+        self._raise_to = self._redis.register_script(_RAISE_TO)
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         self._breaker.before()
@@ -189,6 +208,11 @@ class RedisStore:
         count, _ = await self._call(incr_with_expiry)
         return int(count)
 
+    async def raise_to(self, key: str, value: int, ttl: float) -> None:
+        await self._call(
+            lambda: self._raise_to(keys=[self._prefix + key], args=[value, math.ceil(ttl * 1000)])
+        )
+
     async def ttl(self, key: str) -> float | None:
         ms = await self._call(lambda: self._redis.pttl(self._prefix + key))
         return ms / 1000 if ms is not None and ms >= 0 else None
@@ -218,6 +242,14 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+# Numbers compared in Lua are doubles: exact below 2^53, far past any WAL position.
+_RAISE_TO = """
+local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
+local value = tonumber(ARGV[1])
+redis.call('SET', KEYS[1], string.format('%d', math.max(stored, value)), 'PX', ARGV[2])
+"""
 
 
 def _glob_escape(text: str) -> str:

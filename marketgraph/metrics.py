@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from sqlalchemy import event
@@ -168,13 +168,48 @@ class Metrics:
 
     def watch_pools(self, databases: Databases) -> None:
         self.registry.register(_PoolCollector(databases))
+        self.registry.register(_ReplicaCollector(databases))
+
+
+class _ReplicaCollector(Collector):
+    """Each store's reads by the server that served them, and each standby's lag."""
+
+    def __init__(self, databases: Databases) -> None:
+        self._databases = databases
+
+    def collect(self) -> Iterator[Metric]:
+        reads = CounterMetricFamily(
+            "marketgraph_db_reads",
+            "Reads of a store that has replicas, by the server that served them",
+            labels=["store", "server"],
+        )
+        lag = GaugeMetricFamily(
+            "marketgraph_replica_lag_seconds",
+            "How far a standby was behind its primary at its last check",
+            labels=["primary", "replica"],
+        )
+        up = GaugeMetricFamily(
+            "marketgraph_replica_up",
+            "1 while a standby may serve reads (reachable, within REPLICA_MAX_LAG)",
+            labels=["primary", "replica"],
+        )
+        now = time.monotonic()
+        for replicas in self._databases.replica_sets:
+            for (store, server), count in sorted(replicas.reads.items()):
+                reads.add_metric([store, server], count)
+            for replica in replicas.replicas:
+                labels = [replicas.name, replica.name]
+                if replica.lag is not None:
+                    lag.add_metric(labels, replica.lag)
+                up.add_metric(labels, 1 if replica.fresh_enough(replicas.max_lag, now) else 0)
+        yield from (reads, lag, up)
 
 
 class _PoolCollector(Collector):
     def __init__(self, databases: Databases) -> None:
         self._databases = databases
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         size = GaugeMetricFamily("marketgraph_pool_size", "Pool size", labels=["store"])
         out = GaugeMetricFamily(
             "marketgraph_pool_checked_out", "Connections in use", labels=["store"]

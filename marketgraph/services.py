@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from marketgraph.auth.login_codes import LoginCodeLimits, LoginCodes
 from marketgraph.auth.tokens import TokenService, development_secret
+from marketgraph.db import replicas
 from marketgraph.db.budget import check_budget
 from marketgraph.db.databases import Databases, open_databases
 from marketgraph.db.pool import close_idle_overflow
@@ -25,8 +26,8 @@ class Services:
     tokens: TokenService
     login_codes: LoginCodes
     sms: SmsSender
-    # Closes the pools' idle overflow connections (started by open_services, not by tests
-    # that build services over their own stores).
+    # Closes the pools' idle overflow connections and checks the replicas (started by
+    # open_services, not by tests that build services over their own stores).
     housekeeping: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
@@ -78,7 +79,14 @@ async def open_services(settings: Settings) -> Services:
     except BaseException:
         await databases.dispose()
         raise
-    services.housekeeping = asyncio.create_task(
-        close_idle_overflow(databases.engines), name="close idle overflow connections"
-    )
+    # Before the first request, so that reads may go to the standbys from the start.
+    await replicas.check_all(databases.replica_sets)
+    services.housekeeping = asyncio.create_task(_housekeeping(databases), name="housekeeping")
     return services
+
+
+async def _housekeeping(databases: Databases) -> None:
+    """Until cancelled: close the pools' idle overflow, check the replicas."""
+    await asyncio.gather(
+        close_idle_overflow(databases.engines), replicas.watch(databases.replica_sets)
+    )

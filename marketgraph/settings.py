@@ -30,6 +30,7 @@ from marketgraph.markets import MarketRegistry, load_markets
 Role = Literal["auth", "app"]
 ROLES: tuple[Role, ...] = ("auth", "app")
 DATABASE_URL_SUFFIX = "DATABASE_URL"
+REPLICA_URL_SUFFIX = "REPLICA_URL"
 
 
 class ConfigError(ValueError):
@@ -77,22 +78,30 @@ class _FileVariables(PydanticBaseSettingsSource):
 
 
 class _DatabaseUrls(PydanticBaseSettingsSource):
-    """Every `[<MARKET>_][<ROLE>_]DATABASE_URL` (or its `_FILE`), keyed by variable name."""
+    """Every `[<MARKET>_][<ROLE>_]DATABASE_URL` and `..._REPLICA_URL` (or its `_FILE`), keyed
+    by variable name."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        urls: dict[str, str] = {}
-        for name, value in os.environ.items():
-            upper = name.upper()
-            if upper.endswith(DATABASE_URL_SUFFIX) and value:
-                urls[upper] = value
-        for name, value in os.environ.items():
-            upper = name.upper()
-            if upper.endswith(DATABASE_URL_SUFFIX + "_FILE") and value:
-                urls.setdefault(upper[: -len("_FILE")], _read_file_variable(upper, value))
-        return {"database_urls": urls} if urls else {}
+        found: dict[str, Any] = {}
+        for field_name, suffix in (
+            ("database_urls", DATABASE_URL_SUFFIX),
+            ("replica_urls", REPLICA_URL_SUFFIX),
+        ):
+            urls: dict[str, str] = {}
+            for name, value in os.environ.items():
+                upper = name.upper()
+                if upper.endswith(suffix) and value:
+                    urls[upper] = value
+            for name, value in os.environ.items():
+                upper = name.upper()
+                if upper.endswith(suffix + "_FILE") and value:
+                    urls.setdefault(upper[: -len("_FILE")], _read_file_variable(upper, value))
+            if urls:
+                found[field_name] = urls
+        return found
 
 
 class Settings(BaseSettings):
@@ -108,6 +117,10 @@ class Settings(BaseSettings):
     markets_file: Path | None = None
     default_market: str = "kg"
     database_urls: dict[str, str] = Field(default_factory=dict)
+    # Read replicas per store (`[<MARKET>_][<ROLE>_]REPLICA_URL`, comma-separated URLs), read
+    # while they lag at most REPLICA_MAX_LAG seconds (marketgraph/db/replicas.py).
+    replica_urls: dict[str, str] = Field(default_factory=dict)
+    replica_max_lag: float = Field(5.0, gt=0)
 
     # Four stores on one stock PostgreSQL (max_connections 100, 3 reserved) fit: 4 × (5 + 15).
     db_pool_size: int = Field(5, ge=1)
@@ -188,6 +201,9 @@ class Settings(BaseSettings):
     # Requests one worker serves at once; more are answered 503 at once (health and
     # metrics excepted).
     max_in_flight: int = Field(200, ge=1)
+    # Seconds a worker drains on SIGTERM (marketgraph/draining.py): requests in flight
+    # finish, new ones are answered 503, /health/ready says "draining"; then it stops.
+    shutdown_grace: float = Field(20.0, ge=0)
     query_planner: Literal["on", "off", "shadow"] = "on"
     # Persisted documents (marketgraph/persisted.py): Apollo's automatic persisted queries,
     # or only the trusted documents of the manifest; the manifest's file (default under
@@ -266,6 +282,22 @@ class Settings(BaseSettings):
         object.__setattr__(
             self, "database_urls", {n: urls[n] for n in sorted(wanted & urls.keys())}
         )
+        replicas = {name.upper(): value for name, value in self.replica_urls.items()}
+        wanted_replicas = {
+            name
+            for code in markets.codes
+            for role in ROLES
+            for name in replica_url_variables(code, role)
+        }
+        replicas = {n: replicas[n] for n in sorted(wanted_replicas & replicas.keys())}
+        if replicas and self.is_embedded:
+            raise ValueError(
+                f"{', '.join(replicas)} set without a database variable: replicas stand "
+                "beside primaries placed by DATABASE_URL variables, not the embedded server"
+            )
+        for name, value in replicas.items():
+            parse_replica_urls(name, value)
+        object.__setattr__(self, "replica_urls", replicas)
         return self
 
     @property
@@ -327,7 +359,25 @@ def database_url_variables(market: str, role: Role) -> tuple[str, ...]:
     )
 
 
-def parse_database_url(name: str, value: str) -> URL:
+def replica_url_variables(market: str, role: Role) -> tuple[str, ...]:
+    """The variables that can name a store's replicas, most specific first (as for primaries)."""
+    return tuple(
+        name.removesuffix(DATABASE_URL_SUFFIX) + REPLICA_URL_SUFFIX
+        for name in database_url_variables(market, role)
+    )
+
+
+def parse_replica_urls(name: str, value: str) -> tuple[URL, ...]:
+    """A replica variable's comma-separated URLs (an empty item is ignored); one that names
+    no database reads the database of the store's primary (`topology`)."""
+    return tuple(
+        parse_database_url(name, item.strip(), need_database=False)
+        for item in value.split(",")
+        if item.strip()
+    )
+
+
+def parse_database_url(name: str, value: str, *, need_database: bool = True) -> URL:
     """`value` as an asyncpg URL, or a `ValueError` that names the variable, not the password."""
     try:
         url = make_url(value)
@@ -341,7 +391,7 @@ def parse_database_url(name: str, value: str) -> URL:
         raise ValueError(
             f"{name} must be a postgresql:// or postgresql+asyncpg:// URL, not {url.drivername}://"
         )
-    if not url.database:
+    if need_database and not url.database:
         raise ValueError(f"{name} names no database (postgresql://host/DBNAME)")
     return url.set(drivername="postgresql+asyncpg")
 

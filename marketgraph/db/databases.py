@@ -21,9 +21,11 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from marketgraph.breaker import Breaker
+from marketgraph.db import read_your_writes
 from marketgraph.db.embedded import EmbeddedPostgres, ensure_databases
 from marketgraph.db.pool import WarmOverflowPool
-from marketgraph.db.topology import StoreKey, Topology
+from marketgraph.db.replicas import Replica, ReplicaSet, replica_name
+from marketgraph.db.topology import StoreKey, StoreLocation, Topology
 from marketgraph.errors import is_unavailable
 from marketgraph.settings import ROLES, PoolSettings, Role, Settings
 
@@ -37,8 +39,9 @@ class Store:
     """
 
     key: StoreKey
-    engine: AsyncEngine
+    engine: AsyncEngine  # the primary's
     sessionmaker: async_sessionmaker[AsyncSession]
+    replicas: ReplicaSet | None = None  # its read replicas, when REPLICA_URL variables name some
 
     @property
     def schema(self) -> str:
@@ -56,9 +59,13 @@ class Store:
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncSession]:
-        """A session in one transaction: committed when the block ends, rolled back on error."""
+        """A session in one transaction on the primary: committed when the block ends, rolled
+        back on error. With replicas, the commit's position is kept for the request's
+        caller, whose reads then wait for it (`read_your_writes`)."""
         async with self.sessionmaker() as session, session.begin():
             yield session
+        if self.replicas is not None:
+            await read_your_writes.committed(self)
 
 
 class Databases:
@@ -81,12 +88,37 @@ class Databases:
             # An engine serving one role takes that role's overrides; a shared one the base values.
             role = next(iter(roles)) if len(roles) == 1 else None
             self._engines[url] = _create_engine(url, settings.pool(role))
+        # Standbys likewise: one engine per URL, one ReplicaSet per (primary, its standbys).
+        self._replica_engines: dict[URL, AsyncEngine] = {}
+        self._replica_sets: dict[tuple[URL, tuple[URL, ...]], ReplicaSet] = {}
         self._stores: dict[StoreKey, Store] = {}
         for location in topology:
             engine = self._engines[location.url]
             options = {"schema_translate_map": {None: location.schema}}
             maker = async_sessionmaker(engine.execution_options(**options), expire_on_commit=False)
-            self._stores[location.key] = Store(location.key, engine, maker)
+            replicas = self._replica_set(location, settings) if location.replicas else None
+            self._stores[location.key] = Store(location.key, engine, maker, replicas)
+
+    def _replica_set(self, location: StoreLocation, settings: Settings) -> ReplicaSet:
+        key = (location.url, location.replicas)
+        found = self._replica_sets.get(key)
+        if found is None:
+            standbys = []
+            for url in location.replicas:
+                engine = self._replica_engines.get(url)
+                if engine is None:
+                    engine = self._replica_engines[url] = _create_engine(
+                        url, settings.pool(location.key.role)
+                    )
+                standbys.append(Replica(replica_name(url), engine))
+            found = self._replica_sets[key] = ReplicaSet(
+                replica_name(location.url),
+                self._engines[location.url],
+                standbys,
+                max_lag=settings.replica_max_lag,
+                timeout=settings.health_timeout,
+            )
+        return found
 
     def store(self, market: str, role: Role) -> Store:
         return self._stores[StoreKey(market, role)]
@@ -97,10 +129,19 @@ class Databases:
 
     @property
     def engines(self) -> list[AsyncEngine]:
+        """Every engine: the primaries', then the standbys'."""
+        return [*self._engines.values(), *self._replica_engines.values()]
+
+    @property
+    def primaries(self) -> list[AsyncEngine]:
         return list(self._engines.values())
 
+    @property
+    def replica_sets(self) -> list[ReplicaSet]:
+        return list(self._replica_sets.values())
+
     async def dispose(self) -> None:
-        for engine in self._engines.values():
+        for engine in self.engines:
             await engine.dispose()
 
 
@@ -113,11 +154,20 @@ def _create_engine(url: URL, pool: PoolSettings) -> AsyncEngine:
         "command_timeout": pool.statement_timeout,
     }
     if pool.statement_cache_size is not None:
+        # 0 is all PgBouncer in transaction mode needs (before 1.21, which tracks prepared
+        # statements itself), on both paths: SQLAlchemy's connections and the planner's raw
+        # driver ones. It hands a server connection to a client for one transaction (one
+        # statement outside any), so a named statement prepared on one server connection is
+        # missing on the next ("prepared statement ... does not exist"). With both caches at 0,
+        # SQLAlchemy prepares unnamed statements and asyncpg (0.29 and later) parses an unnamed
+        # one again in the same round trip as it runs it: nothing named is ever left on a
+        # server connection, so no `prepared_statement_name_func` is needed either.
+        # tests/integration/test_pgbouncer.py runs this against a real PgBouncer.
         connect_args["statement_cache_size"] = pool.statement_cache_size
-        # SQLAlchemy keeps its own prepared-statement cache in front of asyncpg's.
-        url = url.update_query_dict(
-            {"prepared_statement_cache_size": str(pool.statement_cache_size)}
-        )
+        # SQLAlchemy keeps its own prepared-statement cache in front of asyncpg's. Passed as a
+        # connect argument, not in the URL: `engine.url` stays the URL as configured, which
+        # asyncpg and PgBouncer take as it is (either refuses the unknown startup parameter).
+        connect_args["prepared_statement_cache_size"] = pool.statement_cache_size
     engine = create_async_engine(
         url,
         poolclass=WarmOverflowPool,
@@ -207,7 +257,9 @@ async def prepare_topology(settings: Settings) -> Topology:
     """Every store's location; the embedded server is started (with its databases) only when
     no database variable is set."""
     if not settings.is_embedded:
-        return Topology.resolve(settings.markets.codes, settings.database_urls)
+        return Topology.resolve(
+            settings.markets.codes, settings.database_urls, replica_urls=settings.replica_urls
+        )
     embedded = EmbeddedPostgres(settings.data_dir)
     server_url = await asyncio.to_thread(embedded.start)
     keys = [StoreKey(m, r) for m in settings.markets.codes for r in ROLES]

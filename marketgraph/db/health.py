@@ -29,8 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 import marketgraph
+from marketgraph.db import replicas
 from marketgraph.db.databases import Databases, Store, open_databases
 from marketgraph.db.migrate import head_revision
+from marketgraph.db.replicas import PRIMARY, ReplicaSet
 from marketgraph.errors import describe_error
 from marketgraph.kv import KeyValueStore, open_kv
 from marketgraph.settings import Role, Settings
@@ -250,6 +252,7 @@ class StoreReport:
     migration_current: str | None = None
     error: str | None = None
     latency_ms: float = 0.0
+    replicas: ReplicaSet | None = None
 
     @property
     def status(self) -> StoreState:
@@ -283,7 +286,41 @@ class StoreReport:
         }
         if self.error is not None:
             out["error"] = self.error
+        if self.replicas is not None:
+            out["replicas"] = replicas_json(self.key, self.replicas)
         return out
+
+
+def replicas_json(store: str, replicas: ReplicaSet) -> dict[str, Any]:
+    """A store's standbys as their last check saw them, and the share of the store's reads
+    each served in this process (the primary's share beside them)."""
+    now = time.monotonic()
+    reads = {server: n for (name, server), n in replicas.reads.items() if name == store}
+    total = sum(reads.values())
+
+    def share(server: str) -> float | None:
+        return round(reads.get(server, 0) / total, 4) if total else None
+
+    return {
+        "max_lag_seconds": replicas.max_lag,
+        "primary_reads": reads.get(PRIMARY, 0),
+        "primary_reads_share": share(PRIMARY),
+        "standbys": [
+            {
+                "name": r.name,
+                # ok only while fresh enough to be read (a check overdue counts as lag).
+                "status": "ok"
+                if r.fresh_enough(replicas.max_lag, now)
+                else ("lagging" if r.state == "ok" else r.state),
+                "lag_seconds": None if r.lag is None else round(r.lag, 3),
+                "replayed_lsn": r.replayed,
+                "reads": reads.get(r.name, 0),
+                "reads_share": share(r.name),
+                **({"error": r.error} if r.error else {}),
+            }
+            for r in replicas.replicas
+        ],
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +336,10 @@ class DetailedReport:
     def overall_status(self) -> Overall:
         """As `/health`'s rule, and a store that answers but fails a test makes it degraded."""
         status = overall_status([s.tests.connection for s in self.stores], self.kv.answered)
-        if status == "healthy" and any(s.status == "degraded" for s in self.stores):
+        if status == "healthy" and any(
+            s.status == "degraded" or (s.replicas is not None and s.replicas.degraded)
+            for s in self.stores
+        ):
             return "degraded"
         return status
 
@@ -403,9 +443,12 @@ async def inspect(databases: Databases, kv: KeyValueStore, limit: float) -> Deta
             migration_head=_head(store.key.role),
             # Replaced below, once the probes have returned their connections.
             pool=PoolReport("", (), 0, 0, 0, 0, 0),
+            replicas=store.replicas,
         )
         for store in stores
     ]
+    # The standbys checked meanwhile (each server within HEALTH_TIMEOUT), so the report is now.
+    checking = asyncio.ensure_future(replicas.check_all(databases.replica_sets))
     *probes, kv_probe = await asyncio.gather(
         *(
             _bounded(report.key, _operation_tests(store, report), limit)
@@ -413,6 +456,7 @@ async def inspect(databases: Databases, kv: KeyValueStore, limit: float) -> Deta
         ),
         probe_kv(kv, limit),
     )
+    await checking
     pools = _pool_reports(databases)
     for store, report, probe in zip(stores, reports, probes, strict=True):
         report.error, report.latency_ms = probe.error, probe.latency_ms
@@ -465,6 +509,22 @@ def check_table(report: DetailedReport) -> Table:
             f"{store.latency_ms:.0f} ms",
             f"{store.pool.id} ({store.pool.checked_out}/{store.pool.total} in use)",
         )
+        if store.replicas is not None:
+            for standby in replicas_json(store.key, store.replicas)["standbys"]:
+                state = standby["status"]
+                lag = standby["lag_seconds"]
+                detail = standby.get("error") or (f"lag {lag} s" if lag is not None else "")
+                colour = {"ok": "green", "lagging": "yellow"}.get(state, "red")
+                grid.add_row(
+                    "  standby",
+                    f"[{colour}]{state}[/] ({escape(detail)})",
+                    escape(standby["name"]),
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                )
     kv_status = "connected" if report.kv.answered else "unreachable"
     if report.kv.error is not None:
         kv_status += f" ({report.kv.error})"

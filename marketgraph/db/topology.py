@@ -7,7 +7,14 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import URL
 
-from marketgraph.settings import ROLES, Role, database_url_variables, parse_database_url
+from marketgraph.settings import (
+    ROLES,
+    Role,
+    database_url_variables,
+    parse_database_url,
+    parse_replica_urls,
+    replica_url_variables,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +38,7 @@ class StoreLocation:
     key: StoreKey
     url: URL
     source: str  # the variable that decided the URL, or "embedded"
+    replicas: tuple[URL, ...] = ()  # its read replicas' URLs (a replica variable's), if any
 
     @property
     def schema(self) -> str:
@@ -67,11 +75,13 @@ class Topology:
         market_codes: tuple[str, ...],
         database_urls: Mapping[str, str],
         embedded_url: Callable[[StoreKey], URL] | None = None,
+        replica_urls: Mapping[str, str] | None = None,
     ) -> Topology:
         """Place every (market, role): the most specific variable wins, else the embedded server.
 
         `embedded_url` is asked only when no variable applies; without it such a
-        store is a configuration error naming the variables that could place it.
+        store is a configuration error naming the variables that could place it. Replicas
+        follow the same rule among `replica_urls` (`[<MARKET>_][<ROLE>_]REPLICA_URL`).
         """
         locations = []
         for market in market_codes:
@@ -80,7 +90,11 @@ class Topology:
                 for name in database_url_variables(market, role):
                     if name in database_urls:
                         url = parse_database_url(name, database_urls[name])
-                        locations.append(StoreLocation(key, url, name))
+                        replicas = tuple(
+                            r if r.database else r.set(database=url.database)
+                            for r in _replicas(market, role, replica_urls or {})
+                        )
+                        locations.append(StoreLocation(key, url, name, replicas))
                         break
                 else:
                     if embedded_url is None:
@@ -90,3 +104,10 @@ class Topology:
                         )
                     locations.append(StoreLocation(key, embedded_url(key), "embedded"))
         return cls(locations)
+
+
+def _replicas(market: str, role: Role, replica_urls: Mapping[str, str]) -> tuple[URL, ...]:
+    for name in replica_url_variables(market, role):
+        if name in replica_urls:
+            return parse_replica_urls(name, replica_urls[name])
+    return ()

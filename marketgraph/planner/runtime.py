@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy import Select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 
 from marketgraph import tracing
@@ -83,6 +84,10 @@ class _Connection:
     broken: bool = False
 
 
+async def _raw_connection(engine: AsyncEngine) -> PoolProxiedConnection:
+    return await greenlets.call(engine.sync_engine.raw_connection)
+
+
 class Run:
     """One planned request: its context and variables, and its database connections."""
 
@@ -98,7 +103,8 @@ class Run:
         # Sibling branches run concurrently only when they can reach different databases:
         # on one database they would take turns on its one connection anyway, and tasks
         # cost more than they overlap (one DATABASE_URL, the usual set-up).
-        self.concurrent = len(ctx.databases.engines) > 1
+        self.concurrent = len(ctx.databases.primaries) > 1
+        ctx.reads.replicas = True  # a planned operation is a query: a standby may answer it
 
     async def __aenter__(self) -> Run:
         return self
@@ -144,8 +150,9 @@ class Run:
             await greenlets.call(handle.close)
 
     async def _connection(self, store: Store) -> _Connection:
-        """One connection per engine: the compiled SQL names its schema, so every store of
-        a database (all four with a single DATABASE_URL) shares it."""
+        """One connection per database: the compiled SQL names its schema, so every store of
+        a database (all four with a single DATABASE_URL) shares it — taken from the server
+        `Reads` picks, the primary or one of its standbys."""
         key = id(store.engine)
         pending = self._connections.get(key)
         if pending is None:
@@ -154,7 +161,7 @@ class Run:
             try:
                 # Straight from the pool (checkout events, the idle ping, included): a
                 # SQLAlchemy Connection around it would cost more than the statement.
-                handle = await greenlets.call(store.engine.sync_engine.raw_connection)
+                handle = await self.ctx.reads.open(store, _raw_connection)
                 self._handles.append(handle)
                 connection = _Connection(handle, handle.driver_connection, asyncio.Lock())
                 try:

@@ -25,6 +25,7 @@ from marketgraph.auth.login_codes import Challenge
 from marketgraph.auth.principal import ADMIN, MEMBER
 from marketgraph.auth.rate_limits import DAY, HOUR, Limit, check, refund, spend
 from marketgraph.auth.tokens import AccessToken, TokenService
+from marketgraph.db import read_your_writes
 from marketgraph.db.databases import Databases, Store
 from marketgraph.db.models.app import Cart, Wallet
 from marketgraph.db.models.auth import User, UserType
@@ -177,6 +178,8 @@ async def issue_tokens(
     """An access token and a refresh token (new family) for a user who just signed in."""
     if not user.is_active:
         raise DomainError(ErrorCode.FORBIDDEN, "This account is disabled")
+    # Their first reads (a new account's `me`) must see what signing in wrote.
+    await read_your_writes.acting_for(read_your_writes.user_subject(user.id))
     async with databases.store(market.code, "auth").begin() as session:
         refresh = await refresh_tokens.issue(
             session, market.code, user.id, settings.refresh_token_ttl

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Integer, Row, Select, String, Uuid, bindparam, func, select
 from sqlalchemy.dialects.postgresql import JSONB
 
-from marketgraph.db.databases import Databases
 from marketgraph.db.models.app import Order, OrderStatus, Wallet
 from marketgraph.db.models.auth import User
 from marketgraph.errors import DomainError, ErrorCode, ServiceUnavailableError, is_unavailable
@@ -32,15 +31,15 @@ class MarketFigures:
     wallet_balances_minor: int
 
 
-async def gather_market_figures(databases: Databases, market: Market) -> MarketFigures:
+async def gather_market_figures(ctx: RequestContext, market: Market) -> MarketFigures:
     """One market's figures: a count on its auth store, sums on its app store, concurrently."""
 
     async def users() -> int:
-        async with databases.store(market.code, "auth").connect() as conn:
+        async with ctx.reading(ctx.databases.store(market.code, "auth")) as conn:
             return int(await conn.scalar(select(func.count()).select_from(User)) or 0)
 
     async def business() -> Row[Any, Any, Any]:
-        async with databases.store(market.code, "app").connect() as conn:
+        async with ctx.reading(ctx.databases.store(market.code, "app")) as conn:
             live = Order.status != OrderStatus.CANCELLED
             return (
                 await conn.execute(
@@ -69,7 +68,7 @@ async def market_stats(ctx: RequestContext) -> tuple[list[MarketFigures], list[D
     ctx.require_admin()
     markets = [m for m in ctx.markets if ctx.reachable_market(m.code) is not None]
     results = await asyncio.gather(
-        *(gather_market_figures(ctx.databases, m) for m in markets), return_exceptions=True
+        *(gather_market_figures(ctx, m) for m in markets), return_exceptions=True
     )
     figures: list[MarketFigures] = []
     errors: list[DomainError] = []
@@ -89,7 +88,7 @@ async def user_by_phone(ctx: RequestContext, phone: str) -> tuple[Market, Row[An
     """Admin: the market that owns a number, and its user there (or None)."""
     ctx.require_admin()
     market, e164 = detect_market(phone, ctx.markets)
-    async with ctx.store_for(market.code, "auth").connect() as conn:
+    async with ctx.reading(ctx.store_for(market.code, "auth")) as conn:
         row = (await conn.execute(select(*USER_COLUMNS).where(User.phone == e164))).one_or_none()
     return (market, row) if row is not None else None
 
@@ -113,7 +112,7 @@ async def list_users(
         )
     stmt = users_page(USER_COLUMNS, after=after is not None, preferences=preferences is not None)
     params = {"limit": first + 1, "after": after, "preferences": preferences}
-    async with ctx.store_for(market.code, "auth").connect() as conn:
+    async with ctx.reading(ctx.store_for(market.code, "auth")) as conn:
         rows = (await conn.execute(stmt, params)).all()
     return market, page_of(rows, first)
 

@@ -66,7 +66,10 @@ class ReadSnapshots(SchemaExtension):
         if reads is None:
             yield
             return
-        reads.snapshot = self.execution_context.operation_type is OperationType.QUERY
+        # A query reads one snapshot per store, on a standby if one may answer (`Reads`).
+        reads.snapshot = reads.replicas = (
+            self.execution_context.operation_type is OperationType.QUERY
+        )
         try:
             yield
         finally:

@@ -75,7 +75,7 @@ async def products(
     found = ctx.markets.get(str(market)) if market is not None else ctx.market
     if found is None:
         raise DomainError(ErrorCode.NOT_FOUND, f"No market {market!r}", field="market")
-    async with ctx.databases.store(found.code, "app").connect() as conn:
+    async with ctx.reading(ctx.databases.store(found.code, "app")) as conn:
         page = await catalog.list_products(conn, limit, decode_cursor(after), search)
     return ProductConnection(
         edges=[

@@ -107,6 +107,24 @@ async def test_incr_starts_a_new_window_after_expiry(kv: KeyValueStore) -> None:
     assert 110 < remaining <= 120
 
 
+async def test_raise_to_keeps_the_largest_value_and_renews_the_expiry(kv: KeyValueStore) -> None:
+    big = 2**52 + 7  # a WAL position far beyond any real one, still exact
+    await kv.raise_to("lsn", big, ttl=SHORT)
+    await kv.raise_to("lsn", 5, ttl=10)  # smaller: kept value unchanged, expiry renewed
+    assert await kv.get("lsn") == str(big)
+    ttl = await kv.ttl("lsn")
+    assert ttl is not None and ttl > 5
+    await kv.raise_to("lsn", big + 1, ttl=SHORT)
+    assert await kv.get("lsn") == str(big + 1)
+    await wait_until_gone(kv, "lsn")
+
+
+async def test_concurrent_raise_to_leaves_the_largest(kv: KeyValueStore) -> None:
+    values = list(range(1, 201))
+    await asyncio.gather(*(kv.raise_to("lsn", v, ttl=10) for v in reversed(values)))
+    assert await kv.get("lsn") == "200"
+
+
 async def test_delete(kv: KeyValueStore) -> None:
     await kv.set("a", "1")
     await kv.set("b", "2", ttl=60)
