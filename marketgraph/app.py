@@ -28,6 +28,7 @@ from strawberry.types.unset import UNSET
 
 from marketgraph import tracing
 from marketgraph.context import RequestContext, request_context
+from marketgraph.draining import Draining
 from marketgraph.edge import Edge, EdgeLimits
 from marketgraph.errors import DomainError, format_error
 from marketgraph.graphiql import asset_routes, graphiql_page
@@ -50,7 +51,7 @@ from marketgraph.planner import Planner
 from marketgraph.schema import Schema, build_schema
 from marketgraph.schema.documents import DocumentRules
 from marketgraph.services import Services, open_services
-from marketgraph.settings import Settings
+from marketgraph.settings import ConfigError, Settings
 from marketgraph.webhooks import webhook_routes
 
 log = structlog.get_logger(__name__)
@@ -233,6 +234,18 @@ def install_services(app: Starlette, services: Services) -> None:
     app.state.metrics.watch_pools(services.databases)
 
 
+def refuse_unshared_workers(settings: Settings) -> None:
+    """Several workers need Redis: each would otherwise count limits, keep login codes and
+    know revocations of its own (a ConfigError, failing the worker's start-up)."""
+    if settings.web_concurrency > 1 and not settings.redis_url:
+        raise ConfigError(
+            f"WEB_CONCURRENCY={settings.web_concurrency} needs REDIS_URL: without it each "
+            "worker keeps its own login codes, rate limits and revoked tokens, so a limit "
+            "or a logout on one worker is unknown to the others; set REDIS_URL or run "
+            "one worker (WEB_CONCURRENCY=1)"
+        )
+
+
 def create_app(settings: Settings | None = None, schema: Schema | None = None) -> Starlette:
     """The ASGI app (over the contract's schema unless one is given); nothing is opened until
     the lifespan starts."""
@@ -240,9 +253,14 @@ def create_app(settings: Settings | None = None, schema: Schema | None = None) -
     configure_logging(settings.log_level, settings.log_format)
     tracing.setup()  # before the schema: its extension is there only when tracing is on
     schema = schema or build_schema(DocumentRules.from_settings(settings))
+    # The requests in flight, and the drain on SIGTERM (marketgraph/draining.py).
+    draining = Draining(settings.shutdown_grace)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        # In the lifespan, not before: a failed start-up stops uvicorn's supervisor, where
+        # a failing factory would have its workers started again and again.
+        refuse_unshared_workers(settings)
         services = await open_services(settings)
         install_services(app, services)
         # Everything loaded so far lives as long as the process: keep it out of the cyclic
@@ -266,8 +284,9 @@ def create_app(settings: Settings | None = None, schema: Schema | None = None) -
             kv=services.kv.backend,
         )
         try:
-            # Lifespan state: uvicorn's protocol (http_protocol.py) reads the limits here.
-            yield {"edge_limits": edge_limits}
+            # Lifespan state: uvicorn's protocol (http_protocol.py) reads the limits here,
+            # and serve's server (draining.py) the drain it starts on SIGTERM.
+            yield {"edge_limits": edge_limits, "draining": draining}
         finally:
             await services.close()
 
@@ -289,7 +308,7 @@ def create_app(settings: Settings | None = None, schema: Schema | None = None) -
         )
     # Inside CORS, so that browsers can read its refusals too.
     edge_limits = EdgeLimits.from_settings(settings)
-    middleware.append(Middleware(Edge, limits=edge_limits, metrics=metrics))
+    middleware.append(Middleware(Edge, limits=edge_limits, metrics=metrics, draining=draining))
     persisted = PersistedDocuments(
         settings.persisted_documents,
         settings.manifest_path,
@@ -322,6 +341,7 @@ def create_app(settings: Settings | None = None, schema: Schema | None = None) -
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.metrics = metrics
     app.state.planner = planner
+    app.state.draining = draining
     return app
 
 

@@ -55,8 +55,14 @@ def cli() -> None:
 )
 @click.option("--reload", is_flag=True, help="Restart on code changes (development).")
 def serve(host: str, port: int, workers: int, reload: bool) -> None:
-    """Run the API server; on the embedded default also start PostgreSQL, migrate and seed."""
+    """Run the API server; on the embedded default also start PostgreSQL, migrate and seed.
+
+    On SIGTERM each worker drains (SHUTDOWN_GRACE) before it stops; the embedded
+    PostgreSQL stops when this command exits.
+    """
     import uvicorn
+
+    from marketgraph import draining
 
     # The workers read their Settings from the environment: this is how each learns how
     # many pools share the servers (--reload runs one server process).
@@ -68,37 +74,52 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
             "(login codes, rate limits, revocations) cannot be shared between workers"
         )
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again to die of it;
-    # dying of a signal skips the atexit handler that stops the embedded PostgreSQL, so this
-    # process exits normally instead.
+    # this process exits normally instead, through the `finally` that stops PostgreSQL.
     signal.signal(signal.SIGTERM, _exit_normally)
-    if settings.is_embedded:
-        from marketgraph.db.embedded import EmbeddedPostgres
+    embedded = None
+    try:
+        if settings.is_embedded:
+            from marketgraph.db.embedded import EmbeddedPostgres
 
-        # Started here so every worker joins the same server; it stops when this process exits.
-        EmbeddedPostgres(settings.data_dir).start()
-        run(_prepare_embedded(settings))
-    if settings.db_budget_check == "enforce":
-        # Once here, so an over-budget configuration is one line and an exit code, not
-        # every worker failing its start-up (and, with workers, being started again).
-        error = run(_budget_error(settings))
-        if error is not None:
-            _fail(error)
-    _announce(settings, host, port, workers, reload)
-    uvicorn.run(
-        "marketgraph.app:create_app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers if not reload else None,
-        reload=reload,
-        log_config=None,
-        # Access lines are INFO: at a quieter LOG_LEVEL uvicorn should not even prepare them.
-        access_log=settings.log_level in ("DEBUG", "INFO"),
-        # The app reads X-Forwarded-For itself (from the right, past FORWARDED_ALLOW_IPS).
-        proxy_headers=False,
-        # httptools, with the request head bounded in bytes and time (http_protocol.py).
-        http="marketgraph.http_protocol:BoundedHttpToolsProtocol",
-    )
+            # Started here, once: the workers are handed its URL and only connect, so it
+            # stops when this process leaves it, however the workers end.
+            embedded = EmbeddedPostgres(settings.data_dir)
+            embedded.start()
+            embedded.share()
+            run(_prepare_embedded(settings))
+        if settings.db_budget_check == "enforce":
+            # Once here, so an over-budget configuration is one line and an exit code, not
+            # every worker failing its start-up (and, with workers, being started again).
+            error = run(_budget_error(settings))
+            if error is not None:
+                _fail(error)
+        _announce(settings, host, port, workers, reload)
+        config = uvicorn.Config(
+            "marketgraph.app:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers if not reload else None,
+            reload=reload,
+            log_config=None,
+            # Access lines are INFO: at a quieter LOG_LEVEL uvicorn should not even prepare
+            # them.
+            access_log=settings.log_level in ("DEBUG", "INFO"),
+            # The app reads X-Forwarded-For itself (from the right, past FORWARDED_ALLOW_IPS).
+            proxy_headers=False,
+            # httptools, with the request head bounded in bytes and time (http_protocol.py).
+            http="marketgraph.http_protocol:BoundedHttpToolsProtocol",
+            # After the drain, answers already begun get this long to be sent.
+            timeout_graceful_shutdown=draining.FINISH_SECONDS,
+        )
+        draining.run(config)  # uvicorn.run, with servers that drain on SIGTERM
+    finally:
+        if embedded is not None:
+            # The workers have exited (uvicorn's supervisor waits for them); a second
+            # signal must not cut PostgreSQL's stop short.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            embedded.stop()
 
 
 def _exit_normally(signum: int, frame: FrameType | None) -> None:

@@ -3,6 +3,10 @@
 - **Load shedding.** A worker serves at most MAX_IN_FLIGHT requests at once; past that it
   answers 503 with `Retry-After` at once, rather than queueing until clients time out.
   Health probes and metrics are exempt, so an orchestrator still sees a busy worker live.
+- **Draining.** While the worker shuts down (`marketgraph.draining`), a new request is
+  answered 503 with `Retry-After` and `Connection: close`, answers of the requests still
+  running close their connections, and a request cut at the end of SHUTDOWN_GRACE before
+  its answer began is answered 503 (health and metrics are still served).
 - **Header and body limits.** Headers (with the request line) over MAX_HEADER_BYTES are
   431; a body over MAX_BODY_BYTES (WEBHOOK_MAX_BODY_BYTES for the payment webhook) is 413,
   never buffered beyond the limit (`_Body`), and refused before it is sent when the client
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from marketgraph.draining import Draining, Running
 from marketgraph.errors import ErrorCode, error_body
 from marketgraph.metrics import Metrics
 from marketgraph.middleware import header, route_path
@@ -55,50 +60,90 @@ class EdgeLimits:
 
 class _Refusal(Exception):  # noqa: N818 - an answer, sent by the middleware
     def __init__(
-        self, status: int, code: ErrorCode, message: str, reason: str, retry_after: int = 0
+        self,
+        status: int,
+        code: ErrorCode,
+        message: str,
+        reason: str,
+        retry_after: int = 0,
+        close: bool = False,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.reason, self.retry_after = reason, retry_after
+        self.close = close or status in (408, 413, 431)  # the rest of the request is unread
 
 
 class Edge:
     """The ASGI middleware described in the module's docstring."""
 
-    def __init__(self, app: ASGIApp, limits: EdgeLimits, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, limits: EdgeLimits, metrics: Metrics, draining: Draining
+    ) -> None:
         self.app = app
         self.limits = limits
         self.metrics = metrics
-        self.in_flight = 0
+        self.draining = draining  # the requests in flight, and whether the worker drains
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = route_path(scope)
-        counted = path not in _EXEMPT
+        draining = self.draining
+        running: Running | None = None
         started = False
 
         async def send_watched(message: Message) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                if running is not None:
+                    running.started = True
+                if draining.active:  # the client's next request is for another worker
+                    headers = [*message.get("headers", ()), (b"connection", b"close")]
+                    message = {**message, "headers": headers}
             await send(message)
 
         try:
-            if counted and self.in_flight >= self.limits.max_in_flight:
-                raise _Refusal(
-                    503,
-                    ErrorCode.SERVICE_UNAVAILABLE,
-                    "The server is busy; try again shortly",
-                    "busy",
-                    retry_after=1,
-                )
-            self.in_flight += counted
+            if path not in _EXEMPT:
+                if draining.active:
+                    draining.refused += 1
+                    raise _Refusal(
+                        503,
+                        ErrorCode.SERVICE_UNAVAILABLE,
+                        "The server is shutting down; try again",
+                        "draining",
+                        retry_after=1,
+                        close=True,
+                    )
+                if draining.in_flight >= self.limits.max_in_flight:
+                    raise _Refusal(
+                        503,
+                        ErrorCode.SERVICE_UNAVAILABLE,
+                        "The server is busy; try again shortly",
+                        "busy",
+                        retry_after=1,
+                    )
+                running = draining.enter()
             try:
                 receive = await self._bounded(scope, receive, path)
                 await self.app(scope, receive, send_watched)
+            except asyncio.CancelledError:
+                if running is None or not running.cut or started:
+                    raise
+                running.uncancel()
+                raise _Refusal(
+                    503,
+                    ErrorCode.SERVICE_UNAVAILABLE,
+                    "The server shut down before this request finished; try again",
+                    "shutdown",
+                    retry_after=1,
+                    close=True,
+                ) from None
             finally:
-                self.in_flight -= counted
+                if running is not None:
+                    draining.leave(running)
         except _Refusal as refusal:
             self.metrics.refused(refusal.reason)
             await _send_refusal(scope, send, refusal)
@@ -206,7 +251,7 @@ async def _send_refusal(scope: Scope, send: Send, refusal: _Refusal) -> None:
     ]
     if refusal.retry_after:
         headers.append((b"retry-after", str(refusal.retry_after).encode()))
-    if refusal.status in (408, 413, 431):
-        headers.append((b"connection", b"close"))  # the rest of the request is not read
+    if refusal.close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

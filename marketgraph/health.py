@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from marketgraph.auth.authenticate import authenticate
 from marketgraph.db.health import inspect, liveness, readiness
+from marketgraph.draining import Draining
 from marketgraph.errors import DomainError
 from marketgraph.services import Services
 
@@ -43,6 +44,14 @@ async def health(request: Request) -> JSONResponse:
 
 
 async def health_ready(request: Request) -> JSONResponse:
+    draining: Draining = request.app.state.draining
+    if draining.active:  # shutting down (marketgraph/draining.py): send elsewhere
+        reason = f"shutting down: {draining.in_flight} requests still running"
+        return JSONResponse(
+            {"status": "draining", "inFlight": draining.in_flight, "reasons": [reason]},
+            503,
+            headers=_NO_CACHE,
+        )
     ready, body = await readiness(_services(request))
     return JSONResponse(body, 200 if ready else 503, headers=_NO_CACHE)
 

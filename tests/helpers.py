@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import os
+import re
+import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -348,3 +354,134 @@ async def serving(app: Starlette) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+# --- server processes: `serve` as operators run it (tests/integration/test_processes.py,
+# test_shutdown.py) ----------------------------------------------------------------------
+
+
+def serve_env(data_dir: Path, **variables: str) -> dict[str, str]:
+    """This environment without database or Redis variables (the caller gives those), with
+    data under `data_dir`, small pools, fixed secrets (as hosts sharing them would have),
+    the console SMS backend (codes in the log) and the suite's planner mode."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if "DATABASE_URL" not in name.upper() and not name.upper().endswith("REDIS_URL")
+    }
+    env.update(
+        DATA_DIR=str(data_dir),
+        ENVIRONMENT="development",
+        LOG_FORMAT="console",
+        JWT_SECRET="processes-suite-jwt-secret-of-some-length",
+        LOGIN_CODE_SECRET="processes-suite-login-code-secret",
+        SMS_BACKEND="console",
+        DB_POOL_SIZE="2",
+        DB_MAX_OVERFLOW="3",
+        QUERY_PLANNER=os.environ.get("TEST_QUERY_PLANNER", "on"),
+    )
+    env.update(variables)
+    return env
+
+
+@dataclass
+class ServeProcess:
+    """A `python -m marketgraph serve` subprocess (in a session of its own, with its
+    workers), where it answers and its output."""
+
+    process: asyncio.subprocess.Process
+    base_url: str
+    log: Path
+
+    def output(self, tail: int = 6000) -> str:
+        return self.log.read_text(errors="replace")[-tail:]
+
+    async def wait_until_ready(self, within: float = 30.0) -> None:
+        """Until `/health/ready` answers 200 (fails the test if serve exits first)."""
+        deadline = time.monotonic() + within
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=5) as http:
+            while True:
+                if self.process.returncode is not None:
+                    raise AssertionError(
+                        f"serve exited with {self.process.returncode}:\n{self.output()}"
+                    )
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get("/health/ready")).status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"not ready after {within} s:\n{self.output()}")
+                await asyncio.sleep(0.1)
+
+    async def wait_for_output(self, pattern: str, within: float = 10.0) -> re.Match[str]:
+        """The last match of `pattern` in the output, once there is one."""
+        deadline = time.monotonic() + within
+        while not (found := list(re.finditer(pattern, self.log.read_text(errors="replace")))):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {pattern!r} in the output:\n{self.output()}")
+            await asyncio.sleep(0.05)
+        return found[-1]
+
+    async def terminate(self, within: float = 30.0) -> int:
+        """SIGTERM to serve (not to its workers: serve stops them), and its exit code."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.process.wait(), within)
+        except TimeoutError:
+            raise AssertionError(
+                f"serve did not exit within {within} s of SIGTERM:\n{self.output()}"
+            ) from None
+
+    def kill(self) -> None:
+        """SIGKILL to serve and every process of its session (its workers)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+@asynccontextmanager
+async def serve_process(
+    env: dict[str, str], directory: Path, *args: str
+) -> AsyncIterator[ServeProcess]:
+    """`python -m marketgraph serve --port PORT ARGS` on a free port, output into a log under
+    `directory`; killed with its workers afterwards if it is still running."""
+    port = closed_port()
+    log = directory / f"serve-{port}.log"
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "marketgraph",
+            "serve",
+            "--port",
+            str(port),
+            *args,
+            cwd=directory,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the cleanup reaches its workers
+        )
+    server = ServeProcess(process, f"http://127.0.0.1:{port}", log)
+    try:
+        yield server
+    finally:
+        if process.returncode is None:
+            server.kill()
+            await process.wait()
+
+
+async def phone_sign_in(
+    request_on: httpx.AsyncClient,
+    verify_on: httpx.AsyncClient,
+    server: ServeProcess,
+    phone: str,
+) -> dict[str, Any]:
+    """Sign in with `phone` (E.164): the code asked of one server (`server`, whose log has
+    it, SMS_BACKEND=console), verified on another (or the same). The AuthPayload."""
+    data(await request_code(request_on, phone))
+    sent = await server.wait_for_output(rf"login code for {re.escape(phone)}: (\d+)")
+    payload: dict[str, Any] = data(await verify_code(verify_on, phone, sent.group(1)))[
+        "verifyLoginCode"
+    ]
+    return payload

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,10 @@ import asyncpg
 from sqlalchemy.engine import URL, make_url
 
 from marketgraph.db.topology import StoreKey
+
+# Set by `serve` for its workers: the embedded server it started, as {"pgdata", "url"} JSON.
+# Internal: a process that finds its data directory here connects without joining the server.
+SHARED_SERVER_VARIABLE = "MARKETGRAPH_EMBEDDED_POSTGRES"
 
 
 def _pgserver() -> Any:
@@ -28,8 +34,11 @@ def _pgserver() -> Any:
 class EmbeddedPostgres:
     """A PostgreSQL cluster in `<data_dir>/postgres`, listening on a Unix socket only.
 
-    Starting is idempotent across processes (workers share one server); the
-    server stops when the last process that started it exits.
+    Each process that starts it joins it (pgserver keeps the joined processes' ids in the
+    data directory), and the server stops when the last of them stops or exits. `serve`
+    starts it once and `share`s it with its workers, which then only connect: a worker
+    that dies of a signal (as uvicorn's workers do on SIGTERM) would otherwise stay on the
+    list, and the server would never stop.
     """
 
     def __init__(self, data_dir: Path) -> None:
@@ -37,20 +46,70 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self) -> URL:
-        """Start (or join) the cluster and return its maintenance-database URL."""
+        """Start (or join) the cluster and return its maintenance-database URL; in a process
+        the server was shared with, only its URL."""
         if self._server is None:
+            shared = self._shared_url()
+            if shared is not None:
+                return shared
             self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-            self._server = _pgserver().get_server(self.pgdata, cleanup_mode="stop")
+            pgserver = _pgserver()
+            _forget_exited_processes(pgserver, self.pgdata)
+            self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
         return make_url(self._server.get_uri()).set(drivername="postgresql+asyncpg")
+
+    def share(self) -> None:
+        """Hand the started server to the processes this one starts from now on (through the
+        environment): they connect to it without joining, and it stops with this process."""
+        url = self.start().render_as_string(hide_password=False)
+        os.environ[SHARED_SERVER_VARIABLE] = json.dumps({"pgdata": str(self.pgdata), "url": url})
 
     def url_for(self, key: StoreKey) -> URL:
         """Each store gets a database of its own, named like its schema."""
         return self.start().set(database=key.schema)
 
     def stop(self) -> None:
+        """Leave the server (stopping it when no other process joined it); a shared one is
+        no longer handed on."""
         if self._server is not None:
+            if self._shared_url() is not None:
+                del os.environ[SHARED_SERVER_VARIABLE]
             self._server.cleanup()
             self._server = None
+
+    def _shared_url(self) -> URL | None:
+        try:
+            shared = json.loads(os.environ.get(SHARED_SERVER_VARIABLE) or "null")
+        except ValueError:
+            return None
+        if not isinstance(shared, dict) or shared.get("pgdata") != str(self.pgdata):
+            return None
+        return make_url(shared["url"])
+
+
+def _forget_exited_processes(pgserver: Any, pgdata: Path) -> None:
+    """Drop the processes that exited without leaving from the server's list of joined
+    processes (killed, or workers of an older version): with them listed, the server would
+    outlive every process that uses it. Under pgserver's own lock, as it edits the list."""
+    handles = pgdata / ".handle_pids.json"
+    with pgserver.PostgresServer._lock:
+        try:
+            pids = json.loads(handles.read_text())
+        except (OSError, ValueError):
+            return
+        alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def asyncpg_dsn(url: URL) -> str:
