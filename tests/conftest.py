@@ -34,6 +34,7 @@ from marketgraph.db.topology import Topology
 from marketgraph.kv import KeyValueStore, MemoryStore, RedisStore
 from marketgraph.services import build_services
 from marketgraph.settings import ROLES, Settings
+from tests.pgbouncer import PgBouncer, running_pgbouncer
 
 # Per process, so concurrent test runs on one server never drop each other's databases.
 TEST_DB_PREFIX = f"mg_test_{os.getpid()}"
@@ -69,9 +70,20 @@ async def recreate_database(server: URL, name: str) -> URL:
 # TEST_QUERY_PLANNER=off|on|shadow. Tests that need one mode ask for it explicitly.
 TEST_QUERY_PLANNER = os.environ.get("TEST_QUERY_PLANNER", "on")
 
+# TEST_PGBOUNCER=1: the session's stores are reached through one PgBouncer in transaction mode
+# (tests/pgbouncer.py) with prepared statements off (DB_STATEMENT_CACHE_SIZE=0, all that the
+# server needs there: in the environment, so the commands and servers that tests start get it
+# too); creating, migrating and dropping the databases stays direct.
+TEST_PGBOUNCER = os.environ.get("TEST_PGBOUNCER") == "1"
+if TEST_PGBOUNCER:
+    os.environ.setdefault("DB_STATEMENT_CACHE_SIZE", "0")
 
-def pytest_report_header() -> str:
-    return f"query planner: {TEST_QUERY_PLANNER} (TEST_QUERY_PLANNER=off|on|shadow)"
+
+def pytest_report_header() -> list[str]:
+    return [
+        f"query planner: {TEST_QUERY_PLANNER} (TEST_QUERY_PLANNER=off|on|shadow)",
+        f"stores through PgBouncer: {'yes' if TEST_PGBOUNCER else 'no'} (TEST_PGBOUNCER=1)",
+    ]
 
 
 def make_settings(tmp_dir: Path, database_urls: dict[str, str], **overrides: Any) -> Settings:
@@ -129,18 +141,39 @@ def databases_of(settings: Settings) -> set[str | None]:
 
 
 @pytest.fixture(scope="session")
-async def settings(postgres_url: URL, data_dir: Path) -> AsyncIterator[Settings]:
+def pgbouncer(postgres_url: URL) -> Iterator[PgBouncer | None]:
+    """With TEST_PGBOUNCER=1, a PgBouncer in transaction mode in front of the server; else None."""
+    if not TEST_PGBOUNCER:
+        yield None
+        return
+    with running_pgbouncer(postgres_url) as bouncer:
+        yield bouncer
+
+
+def behind(bouncer: PgBouncer | None, settings: Settings) -> Settings:
+    """`settings`, its stores reached through `bouncer` when there is one."""
+    if bouncer is None:
+        return settings
+    return make_settings(settings.data_dir, bouncer.route(settings.database_urls))
+
+
+@pytest.fixture(scope="session")
+async def settings(
+    postgres_url: URL, data_dir: Path, pgbouncer: PgBouncer | None
+) -> AsyncIterator[Settings]:
     """Separate-databases mode, migrated to head once per session."""
     settings = await migrated_settings(postgres_url, "separate", data_dir)
-    yield settings
+    yield behind(pgbouncer, settings)
     await drop_databases(postgres_url, databases_of(settings))
 
 
 @pytest.fixture(scope="session")
-async def shared_settings(postgres_url: URL, data_dir: Path) -> AsyncIterator[Settings]:
+async def shared_settings(
+    postgres_url: URL, data_dir: Path, pgbouncer: PgBouncer | None
+) -> AsyncIterator[Settings]:
     """Single-DATABASE_URL mode (four schemas in one database), migrated to head once."""
     settings = await migrated_settings(postgres_url, "shared", data_dir)
-    yield settings
+    yield behind(pgbouncer, settings)
     await drop_databases(postgres_url, databases_of(settings))
 
 

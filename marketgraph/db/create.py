@@ -126,7 +126,11 @@ async def create_databases(topology: Topology) -> list[Created]:
 
 async def _connect(location: StoreLocation, url: URL) -> asyncpg.Connection:
     try:
-        return await asyncpg.connect(asyncpg_dsn(url), timeout=CONNECT_TIMEOUT)
+        # No statement cache: its named statements would outlive the connection on a server
+        # connection behind PgBouncer in transaction mode (`migrate._run` says more).
+        return await asyncpg.connect(
+            asyncpg_dsn(url), timeout=CONNECT_TIMEOUT, statement_cache_size=0
+        )
     except (OSError, asyncpg.PostgresError) as exc:
         raise StoreProblem(explain(location, exc) or f"{location.key}: {exc!r}") from exc
 

@@ -71,7 +71,15 @@ def current_revision(connection: Connection, schema: str) -> str | None:
 
 
 async def _run(location: StoreLocation, action: str, **kwargs: Any) -> Any:
-    engine = create_async_engine(location.url, poolclass=NullPool)
+    # Prepared statements off (asyncpg's and SQLAlchemy's caches; see `databases._create_engine`):
+    # a migration runs each statement about once, and behind PgBouncer in transaction mode a
+    # named statement would stay on the server connection after this process has gone, for
+    # the next one, whose names start over, to collide with ("... already exists").
+    engine = create_async_engine(
+        location.url,
+        poolclass=NullPool,
+        connect_args={"statement_cache_size": 0, "prepared_statement_cache_size": 0},
+    )
     try:
         async with engine.begin() as conn:
             return await conn.run_sync(_run_sync, location, action, kwargs)

@@ -22,7 +22,10 @@ role = config.attributes["role"]
 schema = config.attributes["schema"]
 
 connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-connection.execute(text(f'SET search_path TO "{schema}"'))
+# LOCAL: for this transaction, the whole migration (`migrate._run`), and not after it. Behind
+# PgBouncer in transaction mode a session-wide SET would stay on the server connection and
+# reach whichever client gets it next.
+connection.execute(text(f'SET LOCAL search_path TO "{schema}"'))
 connection.dialect.default_schema_name = schema
 
 context.configure(
