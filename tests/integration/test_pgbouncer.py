@@ -127,6 +127,7 @@ def planner_runs(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 async def behind(
     bouncer: PgBouncer, postgres_url: URL, settings: Settings, tmp_path: Path
 ) -> AsyncIterator[Databases]:
+    """The session's stores as a server behind `bouncer` opens them; closed after."""
     databases = databases_for(through(bouncer, postgres_url, settings, tmp_path))
     try:
         yield databases
