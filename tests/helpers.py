@@ -284,9 +284,10 @@ async def silent_server() -> AsyncIterator[int]:
 
 
 async def start_serve(
-    port: int, cwd: Path, env: dict[str, str], log: Path
+    port: int, cwd: Path, env: dict[str, str], log: Path, *args: str, own_group: bool = False
 ) -> asyncio.subprocess.Process:
-    """`python -m marketgraph serve --port PORT` in a subprocess, its output into `log`."""
+    """`python -m marketgraph serve --port PORT ARGS` in a subprocess, its output into `log`;
+    `own_group`: in a process group of its own, so one signal reaches its workers too."""
     with log.open("wb") as out:
         return await asyncio.create_subprocess_exec(
             sys.executable,
@@ -295,11 +296,13 @@ async def start_serve(
             "serve",
             "--port",
             str(port),
+            *args,
             cwd=cwd,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=out,
             stderr=asyncio.subprocess.STDOUT,
+            start_new_session=own_group,
         )
 
 
@@ -446,22 +449,8 @@ async def serve_process(
     `directory`; killed with its workers afterwards if it is still running."""
     port = closed_port()
     log = directory / f"serve-{port}.log"
-    with log.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "marketgraph",
-            "serve",
-            "--port",
-            str(port),
-            *args,
-            cwd=directory,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the cleanup reaches its workers
-        )
+    # Its own process group: the cleanup reaches its workers.
+    process = await start_serve(port, directory, env, log, *args, own_group=True)
     server = ServeProcess(process, f"http://127.0.0.1:{port}", log)
     try:
         yield server
