@@ -123,7 +123,8 @@ class Metrics:
         self.refusals = Counter(
             "marketgraph_requests_refused_total",
             "Requests refused at the edge before any work: busy (load shed), headers, body "
-            "(too large), body_timeout (not sent within REQUEST_READ_TIMEOUT)",
+            "(too large), body_timeout (not sent within REQUEST_READ_TIMEOUT), draining "
+            "(arrived after SIGTERM), shutdown (still running when SHUTDOWN_GRACE ended)",
             ["reason"],
             registry=self.registry,
         )
