@@ -51,7 +51,7 @@ from marketgraph.planner import Planner
 from marketgraph.schema import Schema, build_schema
 from marketgraph.schema.documents import DocumentRules
 from marketgraph.services import Services, open_services
-from marketgraph.settings import ConfigError, Settings
+from marketgraph.settings import Settings, refuse_unshared_workers
 from marketgraph.webhooks import webhook_routes
 
 log = structlog.get_logger(__name__)
@@ -232,18 +232,6 @@ def install_services(app: Starlette, services: Services) -> None:
     count_statements(services.databases)
     tracing.trace_statements(services.databases)
     app.state.metrics.watch_pools(services.databases)
-
-
-def refuse_unshared_workers(settings: Settings) -> None:
-    """Several workers need Redis: each would otherwise count limits, keep login codes and
-    know revocations of its own (a ConfigError, failing the worker's start-up)."""
-    if settings.web_concurrency > 1 and not settings.redis_url:
-        raise ConfigError(
-            f"WEB_CONCURRENCY={settings.web_concurrency} needs REDIS_URL: without it each "
-            "worker keeps its own login codes, rate limits and revoked tokens, so a limit "
-            "or a logout on one worker is unknown to the others; set REDIS_URL or run "
-            "one worker (WEB_CONCURRENCY=1)"
-        )
 
 
 def create_app(settings: Settings | None = None, schema: Schema | None = None) -> Starlette:

@@ -15,7 +15,7 @@ import click
 
 from marketgraph.erasure_command import audit, erase
 from marketgraph.move_command import move
-from marketgraph.settings import ROLES, ConfigError, Role, Settings
+from marketgraph.settings import ROLES, ConfigError, Role, Settings, refuse_unshared_workers
 
 T = TypeVar("T")
 
@@ -68,11 +68,10 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
     # many pools share the servers (--reload runs one server process).
     os.environ["WEB_CONCURRENCY"] = str(1 if reload else workers)
     settings = load_settings()
-    if workers > 1 and not settings.redis_url:
-        raise click.UsageError(
-            "--workers > 1 needs REDIS_URL: the in-process key-value store "
-            "(login codes, rate limits, revocations) cannot be shared between workers"
-        )
+    try:
+        refuse_unshared_workers(settings)  # the workers' own start-up check, said once here
+    except ConfigError as exc:
+        _fail(exc)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again to die of it;
     # this process exits normally instead, through the `finally` that stops PostgreSQL.
     signal.signal(signal.SIGTERM, _exit_normally)

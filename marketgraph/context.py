@@ -55,7 +55,7 @@ class Reads:
     replicas: bool = False  # reads may go to a standby (a query's)
     kv: KeyValueStore | None = None  # where the caller's last writes are kept
     subject: str | None = None  # whose writes they are (`read_your_writes.subject_of`)
-    primaries: list[str] = field(default_factory=list)  # the replicated primaries' names
+    primaries: tuple[str, ...] = ()  # the replicated primaries' names
     _last_writes: asyncio.Future[dict[str, int] | None] | None = None
     _open: dict[str, tuple[AsyncConnection, asyncio.Lock]] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -285,7 +285,7 @@ async def request_context(scope: Scope, services: Services) -> RequestContext:
             raise ServiceUnavailableError() from exc
         raise
     header_market = header(scope, b"x-market")
-    if services.databases.replica_sets:
+    if services.databases.replicated_primaries:
         read_your_writes.begin_request(services.kv, services.settings.replica_max_lag, principal)
     if principal is not None:
         market = markets.require(principal.market)
@@ -303,7 +303,7 @@ async def request_context(scope: Scope, services: Services) -> RequestContext:
         reads=Reads(
             kv=services.kv,
             subject=read_your_writes.subject_of(principal),
-            primaries=[replicas.name for replicas in services.databases.replica_sets],
+            primaries=services.databases.replicated_primaries,
         ),
     )
 

@@ -348,6 +348,19 @@ class Settings(BaseSettings):
             raise ConfigError(_explain(exc)) from None
 
 
+def refuse_unshared_workers(settings: Settings) -> None:
+    """Several workers need Redis: each would otherwise count limits, keep login codes and
+    know revocations of its own (a ConfigError: `serve` exits with it, and a worker started
+    some other way fails its start-up)."""
+    if settings.web_concurrency > 1 and not settings.redis_url:
+        raise ConfigError(
+            f"WEB_CONCURRENCY={settings.web_concurrency} needs REDIS_URL: without it each "
+            "worker keeps its own login codes, rate limits and revoked tokens, so a limit "
+            "or a logout on one worker is unknown to the others; set REDIS_URL or run "
+            "one worker (WEB_CONCURRENCY=1)"
+        )
+
+
 def database_url_variables(market: str, role: Role) -> tuple[str, ...]:
     """The variables that can place a store, most specific first (http.md's precedence)."""
     m, r = market.upper(), role.upper()

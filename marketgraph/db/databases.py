@@ -98,6 +98,8 @@ class Databases:
             maker = async_sessionmaker(engine.execution_options(**options), expire_on_commit=False)
             replicas = self._replica_set(location, settings) if location.replicas else None
             self._stores[location.key] = Store(location.key, engine, maker, replicas)
+        # Where a caller's recent writes are looked up, once per request (`context.Reads`).
+        self.replicated_primaries = tuple(replicas.name for replicas in self.replica_sets)
 
     def _replica_set(self, location: StoreLocation, settings: Settings) -> ReplicaSet:
         key = (location.url, location.replicas)

@@ -308,10 +308,7 @@ def replicas_json(store: str, replicas: ReplicaSet) -> dict[str, Any]:
         "standbys": [
             {
                 "name": r.name,
-                # ok only while fresh enough to be read (a check overdue counts as lag).
-                "status": "ok"
-                if r.fresh_enough(replicas.max_lag, now)
-                else ("lagging" if r.state == "ok" else r.state),
+                "status": r.status(replicas.max_lag, now),
                 "lag_seconds": None if r.lag is None else round(r.lag, 3),
                 "replayed_lsn": r.replayed,
                 "reads": reads.get(r.name, 0),

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketgraph.auth.principal import Principal
-from marketgraph.db.replicas import CHECK_SECONDS
+from marketgraph.db.replicas import CHECK_SECONDS, primary_position
 from marketgraph.errors import is_unavailable
 from marketgraph.kv import KeyValueStore
 
@@ -35,8 +34,6 @@ if TYPE_CHECKING:
     from marketgraph.db.databases import Store
 
 log = structlog.get_logger(__name__)
-
-_POSITION = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint"
 
 
 def position_key(primary: str, subject: str) -> str:
@@ -120,14 +117,9 @@ async def committed(store: Store) -> None:
         await writes.committed(store)
 
 
-async def primary_position(engine: AsyncEngine) -> int:
-    # Autocommit: one statement, no BEGIN/ROLLBACK around it.
-    async with engine.connect() as conn:
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        return int((await conn.exec_driver_sql(_POSITION)).scalar_one())
-
-
-async def last_writes(kv: KeyValueStore, subject: str, primaries: list[str]) -> dict[str, int]:
+async def last_writes(
+    kv: KeyValueStore, subject: str, primaries: tuple[str, ...]
+) -> dict[str, int]:
     """The positions of `subject`'s recent writes on `primaries` (absent: none to wait for)."""
     values = await kv.get_many(*(position_key(primary, subject) for primary in primaries))
     return {p: int(value) for p, value in zip(primaries, values, strict=True) if value}

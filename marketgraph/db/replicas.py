@@ -65,6 +65,12 @@ class Replica:
     checked_at: float | None = None  # monotonic time of that check
     error: str | None = None  # why it is down
 
+    def status(self, max_lag: float, now: float) -> ReplicaState:
+        """ok only while fresh enough to be read: a check overdue counts as lag."""
+        if self.fresh_enough(max_lag, now):
+            return "ok"
+        return "lagging" if self.state == "ok" else self.state
+
     def fresh_enough(self, max_lag: float, now: float) -> bool:
         """Its lag now is at most `max_lag`, taking the time since its check as lag too."""
         return (
@@ -124,7 +130,8 @@ class ReplicaSet:
     async def check(self) -> None:
         """Sample the primary, then every standby, each within `timeout`."""
         try:
-            position = await self._scalar(self.primary, _PRIMARY_POSITION)
+            async with asyncio.timeout(self.timeout):
+                position = await primary_position(self.primary)
         except Exception as exc:  # the standbys are still measured against what was seen
             log.debug("replica check: the primary did not answer", error=_reason(exc))
         else:
@@ -136,6 +143,7 @@ class ReplicaSet:
         try:
             async with asyncio.timeout(self.timeout):
                 async with replica.engine.connect() as conn:
+                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                     row: Any = (await conn.exec_driver_sql(_STANDBY_POSITION)).one()
             in_recovery, replayed = row
         except Exception as exc:
@@ -156,10 +164,12 @@ class ReplicaSet:
             log.info("replica " + state, replica=replica.name, lag=round(replica.lag, 3))
         replica.state, replica.error = state, None
 
-    async def _scalar(self, engine: AsyncEngine, sql: str) -> int:
-        async with asyncio.timeout(self.timeout):
-            async with engine.connect() as conn:
-                return int((await conn.exec_driver_sql(sql)).scalar_one())
+
+async def primary_position(engine: AsyncEngine) -> int:
+    """The primary's WAL position now: one statement in autocommit (no BEGIN/ROLLBACK)."""
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        return int((await conn.exec_driver_sql(_PRIMARY_POSITION)).scalar_one())
 
 
 async def check_all(sets: Iterable[ReplicaSet]) -> None:
